@@ -1,0 +1,47 @@
+"""Checkpoint formats: detection and conversion of foreign state dicts to segzoo keys.
+
+One module per foreign format; each exposes ``convert_state_dict(sd, arch) -> sd``.
+"""
+from __future__ import annotations
+
+__all__ = ["detect_format", "to_segzoo", "FORMATS"]
+
+FORMATS = ("segzoo", "sssegmentation", "transformers", "timm")
+
+
+def detect_format(sd: dict) -> str:
+    """Guess a checkpoint's format from its keys."""
+    if "model" in sd and isinstance(sd["model"], dict):
+        return "sssegmentation"
+    keys = [k[len("module."):] if k.startswith("module.") else k for k in sd]
+    if any(k.startswith("backbone_net.") for k in keys):
+        return "sssegmentation"
+    if any(k.startswith(("decode_head.", "aux_heads.")) for k in keys) and any(k.startswith("backbone.") for k in keys) \
+            and not any(k.startswith("auxiliary_head.") for k in keys) \
+            and not any(".batch_norm." in k or "linear_c." in k for k in keys):
+        return "segzoo"
+    if any(k.startswith(("segformer.", "auxiliary_head.")) for k in keys) or any(
+            ".batch_norm." in k or k.startswith("decode_head.linear_c") for k in keys):
+        return "transformers"
+    if not any(k.startswith(("backbone.", "decode_head.")) for k in keys):
+        return "timm"
+    return "segzoo"
+
+
+def to_segzoo(sd: dict, arch: dict, fmt: str | None = None) -> tuple[dict, str]:
+    """Convert ``sd`` (any known format) to segzoo keys; returns (state_dict, format)."""
+    fmt = fmt or detect_format(sd)
+    if fmt == "segzoo":
+        return dict(sd), fmt
+    if fmt == "sssegmentation":
+        from . import sssegmentation
+        return sssegmentation.convert_state_dict(sd, arch), fmt
+    if fmt == "transformers":
+        from . import transformers
+        return transformers.convert_state_dict(sd, arch), fmt
+    if fmt == "timm":
+        import importlib
+        mod = importlib.import_module(f"segzoo.models.backbones.{arch['backbone']['type']}")
+        conv = getattr(mod, "convert_timm", None)
+        return {f"backbone.{k}": v for k, v in (conv(sd) if conv else sd).items()}, fmt
+    raise ValueError(f"unknown checkpoint format {fmt!r}; known: {', '.join(FORMATS)}")

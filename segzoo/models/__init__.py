@@ -1,0 +1,4 @@
+"""Networks: backbones, heads and the segmentor that joins them."""
+from .segmentor import Segmentor, build_model
+
+__all__ = ["Segmentor", "build_model"]

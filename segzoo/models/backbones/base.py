@@ -1,0 +1,32 @@
+"""Backbone registry.
+
+A backbone is an ``nn.Module`` whose forward returns a list of NCHW feature maps
+(finest first) and which exposes ``out_channels`` (list) and ``reductions`` (list).
+Builders are registered by type name with :func:`register_backbone`; each family
+module also provides ``convert_<format>(state_dict) -> state_dict`` functions that
+map a foreign backbone state dict (prefix already stripped) to its own keys.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch.nn as nn
+
+__all__ = ["BACKBONES", "register_backbone", "build_backbone"]
+
+BACKBONES: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_backbone(name: str):
+    def deco(fn):
+        BACKBONES[name] = fn
+        return fn
+    return deco
+
+
+def build_backbone(cfg: dict, pretrained: bool = False) -> nn.Module:
+    cfg = dict(cfg)
+    kind = cfg.pop("type")
+    if kind not in BACKBONES:
+        raise ValueError(f"unknown backbone type {kind!r}; known: {', '.join(sorted(BACKBONES))}")
+    return BACKBONES[kind](pretrained=pretrained, **cfg)

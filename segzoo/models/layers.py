@@ -1,0 +1,90 @@
+"""Blocks shared by every head and segmentor: one implementation each."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["ConvNormAct", "SeparableConvNormAct", "PyramidPooling", "ASPP", "resize"]
+
+
+def resize(x: torch.Tensor, size, align_corners: bool = False) -> torch.Tensor:
+    """Bilinear resize of a feature map to ``size`` (h, w)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=align_corners)
+
+
+class ConvNormAct(nn.Sequential):
+    """Conv2d -> BatchNorm2d -> ReLU; ``norm=False`` / ``act=False`` drop the last two."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
+                 padding: int | None = None, dilation: int = 1, groups: int = 1, bias: bool | None = None,
+                 norm: bool = True, act: bool = True):
+        super().__init__()
+        if padding is None:
+            padding = (kernel_size // 2) * dilation
+        if bias is None:
+            bias = not norm
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+                              dilation=dilation, groups=groups, bias=bias)
+        if norm:
+            self.bn = nn.BatchNorm2d(out_channels)
+        if act:
+            self.act = nn.ReLU(inplace=True)
+
+
+class SeparableConvNormAct(nn.Sequential):
+    """Depthwise ConvNormAct followed by a pointwise ConvNormAct (DeepLabV3+ style)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, dilation: int = 1):
+        super().__init__()
+        self.depthwise = ConvNormAct(in_channels, in_channels, kernel_size, dilation=dilation, groups=in_channels)
+        self.pointwise = ConvNormAct(in_channels, out_channels, 1)
+
+
+class PyramidPooling(nn.Module):
+    """Pyramid pooling module (PSPNet): pooled branches concatenated with the input, then a 3x3 bottleneck."""
+
+    def __init__(self, in_channels: int, channels: int, pool_scales: Sequence[int] = (1, 2, 3, 6),
+                 align_corners: bool = False):
+        super().__init__()
+        self.pool_scales = tuple(pool_scales)
+        self.align_corners = align_corners
+        self.stages = nn.ModuleList(ConvNormAct(in_channels, channels, 1) for _ in self.pool_scales)
+        self.bottleneck = ConvNormAct(in_channels + channels * len(self.pool_scales), channels, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        outs = [x]
+        for scale, stage in zip(self.pool_scales, self.stages):
+            outs.append(resize(stage(F.adaptive_avg_pool2d(x, scale)), size, self.align_corners))
+        return self.bottleneck(torch.cat(outs, dim=1))
+
+
+class ASPP(nn.Module):
+    """Atrous spatial pyramid pooling: parallel dilated branches plus image pooling, fused by a 3x3 conv."""
+
+    def __init__(self, in_channels: int, channels: int, dilations: Sequence[int] = (1, 12, 24, 36),
+                 separable: bool = False, align_corners: bool = False):
+        super().__init__()
+        self.align_corners = align_corners
+        branches = []
+        for d in dilations:
+            if d == 1:
+                branches.append(ConvNormAct(in_channels, channels, 1))
+            elif separable:
+                branches.append(SeparableConvNormAct(in_channels, channels, 3, dilation=d))
+            else:
+                branches.append(ConvNormAct(in_channels, channels, 3, dilation=d))
+        self.branches = nn.ModuleList(branches)
+        self.image_pool = ConvNormAct(in_channels, channels, 1)
+        self.bottleneck = ConvNormAct(channels * (len(dilations) + 1), channels, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = [b(x) for b in self.branches]
+        pooled = self.image_pool(F.adaptive_avg_pool2d(x, 1))
+        outs.append(resize(pooled, x.shape[-2:], self.align_corners))
+        return self.bottleneck(torch.cat(outs, dim=1))

@@ -1,0 +1,100 @@
+"""Records for SSSegmentation's own checkpoints, generated from ``data/sssegmentation.json``.
+
+Names follow ``<segmentor>_<backbone>_<dataset>``: ``upernet_resnet50os8_ade20k`` becomes
+``upernet_resnet50_os8_ade20k``. Where a transformers Hub record already owns a name
+(``upernet_swin_base_ade20k``, ``segformer_mit_b0_ade20k``), the SSSegmentation record
+takes the suffix ``_ssseg``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+from ..convert.sssegmentation import UnsupportedConfig, arch_from_config
+from ..registry import ModelRecord, register
+from . import dataset_meta, load_data
+from .transformers_hub import HUB_NAMES
+
+_log = logging.getLogger(__name__)
+
+_BACKBONE_NAMES = [  # (regex on the ssseg config's backbone token, segzoo backbone name)
+    (r"^resnet(\d+)os(\d+)$", r"resnet\1_os\2"),
+    (r"^swin(tiny|small|base|large)$", r"swin_\1"),
+    (r"^convnext(tiny|small|base|large|xlarge)21k$", r"convnext_\1_in22k"),
+    (r"^convnext(tiny|small|base|large|xlarge)$", r"convnext_\1"),
+    (r"^mitb(\d)$", r"mit_b\1"),
+]
+
+
+def segzoo_name(config_name: str) -> tuple[str, str, str, str]:
+    """(name, segmentor, backbone, dataset) for an SSSegmentation config name."""
+    parts = config_name.split("_")
+    segmentor, backbone_token, dataset = parts[0], parts[1], parts[-1]
+    extra = parts[2:-1]  # e.g. ["apexfp16"]
+    backbone = backbone_token
+    for pattern, repl in _BACKBONE_NAMES:
+        if re.match(pattern, backbone_token):
+            backbone = re.sub(pattern, repl, backbone_token)
+            break
+    tags = ["fp16" if e == "apexfp16" else e for e in extra]
+    name = "_".join([segmentor, backbone, *tags, dataset])
+    return name, segmentor, backbone, dataset
+
+
+def _pipeline(steps, kind):
+    for step in steps:
+        if step[0] == kind:
+            return step[1]
+    return None
+
+
+def _record(config_name: str, entry: dict) -> ModelRecord:
+    cfg = entry["config"]
+    arch = arch_from_config(cfg)
+    name, segmentor, backbone, dataset = segzoo_name(config_name)
+    if name in HUB_NAMES:
+        name += "_ssseg"
+    meta = dataset_meta(dataset)
+    test, train = cfg["dataset"]["test"], cfg["dataset"]["train"]
+    norm = _pipeline(test, "Normalize") or {"mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]}
+    test_resize = _pipeline(test, "Resize")
+    crop = _pipeline(train, "RandomCrop")
+    crop_size = tuple(crop["crop_size"]) if crop else (512, 512)
+    fwd, tta = cfg["inference"]["forward"], cfg["inference"]["tta"]
+    inference = {
+        "mode": fwd["mode"], "crop_size": fwd["cropsize"], "stride": fwd["stride"],
+        "scales": list(tta["multiscale"]), "flip": bool(tta["flip"]),
+        "probs_before_resize": bool(tta.get("use_probs_before_resize", False)),
+        "resize": {"size": list(test_resize["output_size"]), "keep_ratio": bool(test_resize.get("keep_ratio", True))}
+        if test_resize else None,
+    }
+    miou = entry["table"].get("mIoU", "").rstrip("%")
+    metrics = {"mIoU": float(miou)} if miou else {}
+    sched = cfg["scheduler"]
+    recipe = {
+        "optimizer": dict(sched["optimizer"]),
+        "scheduler": {k: v for k, v in sched.items() if k not in ("optimizer",)},
+        "batch_size": cfg.get("train_batch_size"), "crop_size": list(crop_size),
+        "train_pipeline": train, "losses": cfg["losses"], "amp": "fp16" if cfg.get("fp16") else None,
+        "schedule": entry["table"].get("Schedule"), "pretrain": entry["table"].get("Pretrain"),
+    }
+    url = entry["checkpoint_url"]
+    return ModelRecord(
+        name=name, architecture=segmentor, backbone=backbone, dataset=dataset, num_classes=arch["num_classes"],
+        arch=arch, class_names=tuple(meta["class_names"]), crop_size=crop_size, inference=inference,
+        normalization={"mean": list(norm["mean"]), "std": list(norm["std"])}, metrics=metrics,
+        weights=({"url": url, "filename": os.path.basename(url), "format": "sssegmentation"},),
+        source={"project": "sssegmentation", "config": config_name}, recipe=recipe,
+    )
+
+
+def _register_all() -> None:
+    for config_name, entry in load_data("sssegmentation").items():
+        try:
+            register(_record(config_name, entry))
+        except UnsupportedConfig as exc:  # a name that cannot be built is not listed
+            _log.debug("skipping %s: %s", config_name, exc)
+
+
+_register_all()
