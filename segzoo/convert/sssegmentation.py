@@ -29,8 +29,41 @@ def _resnet(bb: dict) -> dict:
             "deep_stem": bool(bb.get("use_conv3x3_stem", True))}
 
 
-# ssseg backbone type -> function(backbone cfg) -> segzoo backbone cfg; families add theirs here.
-BACKBONE_TRANSLATORS: dict[str, Callable[[dict], dict]] = {"ResNet": _resnet}
+def _swin(bb: dict) -> dict:
+    _check_defaults(bb, use_abs_pos_embed=False, patch_norm=True, in_channels=3, qk_scale=None)
+    return {"type": "swin", "embed_dim": int(bb["embed_dims"]), "depths": list(bb["depths"]),
+            "num_heads": list(bb["num_heads"]), "window_size": int(bb["window_size"]),
+            "mlp_ratio": float(bb.get("mlp_ratio", 4)), "qkv_bias": bool(bb.get("qkv_bias", True)),
+            "patch_size": int(bb.get("patch_size", 4)), "drop_path_rate": float(bb.get("drop_path_rate", 0.0)),
+            "flavor": "sssegmentation"}
+
+
+_CONVNEXT_ARCHS = {"tiny": ([3, 3, 9, 3], [96, 192, 384, 768]), "small": ([3, 3, 27, 3], [96, 192, 384, 768]),
+                   "base": ([3, 3, 27, 3], [128, 256, 512, 1024]), "large": ([3, 3, 27, 3], [192, 384, 768, 1536]),
+                   "xlarge": ([3, 3, 27, 3], [256, 512, 1024, 2048])}
+
+
+def _convnext(bb: dict) -> dict:
+    _check_defaults(bb, gap_before_final_norm=False, in_channels=3, stem_patch_size=4)
+    depths, dims = _CONVNEXT_ARCHS[bb["arch"]]
+    return {"type": "convnext", "depths": depths, "dims": dims,
+            "layer_scale_init_value": float(bb.get("layer_scale_init_value", 1e-6)),
+            "drop_path_rate": float(bb.get("drop_path_rate", 0.0)), "flavor": "sssegmentation"}
+
+
+def _mit(bb: dict) -> dict:
+    _check_defaults(bb, num_stages=4, in_channels=3)
+    heads = list(bb["num_heads"])
+    return {"type": "mit", "embed_dims": [int(bb["embed_dims"]) * h for h in heads], "num_heads": heads,
+            "depths": list(bb["num_layers"]), "sr_ratios": list(bb["sr_ratios"]),
+            "patch_sizes": list(bb.get("patch_sizes", [7, 3, 3, 3])), "strides": list(bb.get("strides", [4, 2, 2, 2])),
+            "mlp_ratio": float(bb.get("mlp_ratio", 4)), "qkv_bias": bool(bb.get("qkv_bias", True)),
+            "drop_path_rate": float(bb.get("drop_path_rate", 0.0)), "flavor": "sssegmentation"}
+
+
+# ssseg backbone type -> function(backbone cfg) -> segzoo backbone cfg.
+BACKBONE_TRANSLATORS: dict[str, Callable[[dict], dict]] = {
+    "ResNet": _resnet, "SwinTransformer": _swin, "ConvNeXt": _convnext, "MixVisionTransformer": _mit}
 _SEGMENTORS = {"FCN": "fcn", "PSPNet": "pspnet", "Deeplabv3": "deeplabv3", "Deeplabv3Plus": "deeplabv3plus",
                "UPerNet": "upernet", "Segformer": "segformer"}
 
