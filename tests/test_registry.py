@@ -1,0 +1,119 @@
+"""Registry, records, listing, CLI listing, model cards, and that every listed name builds."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import segzoo
+from segzoo.cli import main as cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+ZOO_PAIRS = {"fcn", "pspnet", "deeplabv3", "deeplabv3plus", "upernet", "segformer"}
+
+
+def test_counts_and_required_names():
+    names = segzoo.list_models()
+    assert names == sorted(names)
+    ssseg = [n for n in names if segzoo.model_info(n)["source"]["project"] == "sssegmentation"]
+    assert len(ssseg) == 87  # every zoo config of the ported (segmentor, backbone) pairs
+    info = segzoo.model_info("upernet_swin_base_ade20k")
+    assert info["source"] == {"project": "transformers", "repo_id": "openmmlab/upernet-swin-base"}
+    assert info["weights"][0]["hf_hub_id"] == "openmmlab/upernet-swin-base"
+    for v in ("tiny", "small", "base", "large", "xlarge"):
+        assert f"upernet_convnext_{v}_ade20k" in names
+    for b in range(6):
+        assert f"segformer_mit_b{b}_ade20k" in names and f"segformer_mit_b{b}_cityscapes" in names
+
+
+def test_record_fields_are_json_and_complete():
+    for name in segzoo.list_models():
+        info = segzoo.model_info(name)
+        json.dumps(info)
+        for key in ("name", "architecture", "backbone", "dataset", "num_classes", "class_names", "crop_size",
+                    "inference", "normalization", "metrics", "weights", "source", "recipe"):
+            assert key in info, (name, key)
+        assert len(info["class_names"]) == info["num_classes"]
+        assert info["architecture"] in ZOO_PAIRS
+        assert info["name"] == name
+        assert info["inference"]["mode"] in ("whole", "slide")
+        if info["source"]["project"] == "sssegmentation":
+            assert info["metrics"]["mIoU"] > 0
+            assert info["recipe"]["optimizer"]["type"] in ("SGD", "AdamW")
+            assert info["weights"][0]["format"] == "sssegmentation"
+
+
+def test_filters():
+    assert all(n.startswith("upernet_") for n in segzoo.list_models("upernet_*"))
+    ade = segzoo.list_models(dataset="ade20k")
+    assert ade and all(segzoo.model_info(n)["dataset"] == "ade20k" for n in ade)
+    assert segzoo.list_models(architecture="pspnet", backbone="resnet50_os8", dataset="voc") == ["pspnet_resnet50_os8_voc"]
+    assert segzoo.list_models(pretrained=True) == segzoo.list_models()
+    assert segzoo.list_models("no_such_*") == []
+
+
+def test_unknown_name_suggests():
+    with pytest.raises(segzoo.UnknownModelError, match="did you mean.*upernet_swin_base_ade20k"):
+        segzoo.create_model("upernet_swin_bse_ade20k")
+    with pytest.raises(KeyError):
+        segzoo.model_info("deeplabv3plus_resnet50_cityscapes")
+
+
+def test_listing_does_not_import_torch():
+    code = "import sys, segzoo; n = segzoo.list_models(); segzoo.model_info(n[0]); assert 'torch' not in sys.modules, 'torch imported'; print(len(n))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) == len(segzoo.list_models())
+
+
+def test_cli_list_and_info(capsys):
+    assert cli_main(["list-models", "pspnet_*", "--dataset", "voc"]) == 0
+    lines = capsys.readouterr().out.split()
+    assert lines == segzoo.list_models("pspnet_*", dataset="voc")
+    assert cli_main(["list-models", "--architecture", "segformer", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["name"] for r in rows} == set(segzoo.list_models(architecture="segformer"))
+    assert cli_main(["info", "fcn_resnet50_os8_ade20k"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"]["mIoU"] == 36.96
+    assert cli_main(["info", "fcn_resnet50_ade20k"]) == 2
+    assert "did you mean" in capsys.readouterr().err
+
+
+def test_model_cards_up_to_date():
+    from segzoo.cards import render_model_cards
+    assert (ROOT / "MODEL_CARDS.md").read_text() == render_model_cards(), \
+        "MODEL_CARDS.md is out of date: run python scripts/gen_model_cards.py"
+
+
+def _unique_archs():
+    seen = {}
+    for name in segzoo.list_models():
+        arch = dict(segzoo.model_info(name)["arch"])
+        arch.pop("num_classes")
+        seen.setdefault(json.dumps(arch, sort_keys=True), name)
+    return sorted(seen.values())
+
+
+@pytest.mark.parametrize("name", _unique_archs())
+def test_every_architecture_builds_and_runs(name):
+    model = segzoo.create_model(name)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        out = model(x)
+    assert out.shape[:2] == (1, model.record.num_classes)
+    assert torch.isfinite(out).all()
+    model.train()
+    train_out = model(torch.randn(2, 3, 64, 64))
+    assert set(train_out) == {"logits", "aux_logits"}
+    assert len(train_out["aux_logits"]) == len(model.record.arch["aux_heads"])
+
+
+def test_num_classes_override_and_bad_override():
+    m = segzoo.create_model("fcn_resnet50_os16_voc", num_classes=5)
+    assert m.num_classes == 5 and all(h.classifier.out_channels == 5 for h in m.aux_heads)
+    with pytest.raises(TypeError, match="unknown override"):
+        segzoo.create_model("fcn_resnet50_os16_voc", no_such_key=1)
+    m = segzoo.create_model("fcn_resnet50_os16_voc", backbone={"output_stride": 8})
+    assert m.backbone.reductions[-1] == 8
