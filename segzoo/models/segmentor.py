@@ -27,6 +27,12 @@ class Segmentor(nn.Module):
         self.arch: dict = {}
 
     @property
+    def recipe(self) -> dict:
+        """The training recipe of the checkpoint this model was created from (empty if none)."""
+        import copy
+        return copy.deepcopy(dict(self.record.recipe)) if self.record is not None else {}
+
+    @property
     def num_classes(self) -> int:
         return self.decode_head.classifier.out_channels
 
