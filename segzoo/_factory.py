@@ -70,14 +70,15 @@ def create_model(name: str, pretrained: bool = False, *, num_classes: int | None
     arch = _merge(record.arch, overrides) if overrides else copy.deepcopy(dict(record.arch))
     if checkpoint is not None or pretrained:
         model = build_model(arch, num_classes=arch["num_classes"])
+
+        def load(sd, fmt, src):  # a "timm" checkpoint is a backbone-only one
+            load_state_dict_strict(model, sd, prefix="backbone." if fmt == "timm" else "", source=src)
+
         if checkpoint is not None:
             sd, fmt, src = hub.load_checkpoint(checkpoint, arch)
-        else:
-            sd, fmt, src = hub.load_pretrained(record, arch)
-        if fmt == "timm":  # a backbone-only checkpoint
-            load_state_dict_strict(model, sd, prefix="backbone.", source=src)
-        else:
-            load_state_dict_strict(model, sd, source=src)
+            load(sd, fmt, src)
+        else:  # the hub caches the conversion once it loaded
+            sd, fmt, src = hub.load_pretrained(record, arch, load=load)
         _log.info("%s: loaded %s weights from %s", record.name, fmt, src)
         if num_classes is not None and num_classes != arch["num_classes"]:
             reset = _reset_classifiers(model, num_classes)

@@ -30,7 +30,8 @@ def _resnet(bb: dict) -> dict:
 
 
 def _swin(bb: dict) -> dict:
-    _check_defaults(bb, use_abs_pos_embed=False, patch_norm=True, in_channels=3, qk_scale=None)
+    _check_defaults(bb, use_abs_pos_embed=False, patch_norm=True, in_channels=3, qk_scale=None, drop_rate=0.0,
+                    attn_drop_rate=0.0)
     return {"type": "swin", "embed_dim": int(bb["embed_dims"]), "depths": list(bb["depths"]),
             "num_heads": list(bb["num_heads"]), "window_size": int(bb["window_size"]),
             "mlp_ratio": float(bb.get("mlp_ratio", 4)), "qkv_bias": bool(bb.get("qkv_bias", True)),
@@ -46,9 +47,12 @@ _CONVNEXT_ARCHS = {"tiny": ([3, 3, 9, 3], [96, 192, 384, 768]), "small": ([3, 3,
 def _convnext(bb: dict) -> dict:
     _check_defaults(bb, gap_before_final_norm=False, in_channels=3, stem_patch_size=4)
     depths, dims = _CONVNEXT_ARCHS[bb["arch"]]
-    return {"type": "convnext", "depths": depths, "dims": dims,
-            "layer_scale_init_value": float(bb.get("layer_scale_init_value", 1e-6)),
-            "drop_path_rate": float(bb.get("drop_path_rate", 0.0)), "flavor": "sssegmentation"}
+    out = {"type": "convnext", "depths": depths, "dims": dims,
+           "layer_scale_init_value": float(bb.get("layer_scale_init_value", 1e-6)),
+           "drop_path_rate": float(bb.get("drop_path_rate", 0.0)), "flavor": "sssegmentation"}
+    if str(bb.get("structure_type", "")).endswith("_21k"):  # ImageNet-22k initialisation
+        out["pretrained_tag"] = f"convnext_{bb['arch']}.fb_in22k"
+    return out
 
 
 def _mit(bb: dict) -> dict:

@@ -24,9 +24,12 @@ def _cna_names(key: str) -> str:
 
 def convert_state_dict(sd: dict, arch: dict) -> dict:
     segmentor = arch["segmentor"]
-    bb_prefix = "segformer.encoder." if segmentor == "segformer" else "backbone."
+    # Segformer encoder: ``segformer.encoder.*`` in Hub files, ``segformer.stages.*`` in transformers 5
+    bb_prefix = "segformer." if segmentor == "segformer" else "backbone."
     bb_mod = importlib.import_module(f"segzoo.models.backbones.{arch['backbone']['type']}")
     backbone = {k[len(bb_prefix):]: v for k, v in sd.items() if k.startswith(bb_prefix)}
+    if segmentor == "segformer":
+        backbone = {re.sub(r"^encoder\.", "", k): v for k, v in backbone.items()}
     out = {f"backbone.{k}": v for k, v in bb_mod.convert_transformers(backbone).items()}
     n_levels = len(arch["decode_head"].get("in_index", [0, 1, 2, 3]))
     for key, value in sd.items():

@@ -1,0 +1,158 @@
+"""ConvNeXt (tiny .. xlarge) on timm's ConvNeXt, with the per-stage output norms of dense heads.
+
+timm builds the stem and the four stages; both references (SSSegmentation's ``ConvNeXt`` with
+``gap_before_final_norm=False`` and transformers' ``ConvNextBackbone``) compute exactly the same
+network: patchify stem (4x4 conv + channels-first LayerNorm), per-stage downsampling
+(LayerNorm + 2x2 conv), blocks of depthwise 7x7 conv -> channels-last LayerNorm -> Linear -> GELU
+(erf) -> Linear -> layer scale -> residual, every LayerNorm with eps 1e-6. What they add on top of
+an ImageNet classifier is one LayerNorm per output stage (``norm{i}`` / ``hidden_states_norms``),
+which this wrapper adds as ``out_norms``. The two references do not differ in behaviour, so
+``flavor`` only records where the configuration came from.
+"""
+from __future__ import annotations
+
+import re
+
+import timm
+import torch
+import torch.nn as nn
+from timm.layers import LayerNorm2d
+
+from .base import register_backbone
+
+__all__ = ["ConvNeXtBackbone", "convnext", "convert_sssegmentation", "convert_transformers", "convert_timm"]
+
+_EPS = 1e-6
+_FLAVORS = ("sssegmentation", "transformers")
+# (depths, dims) -> timm weights used by ``pretrained=True`` when no ``pretrained_tag`` is given.
+# ImageNet-1k for the sizes the references fine-tune from 1k, ImageNet-22k where only that exists
+# (SSSegmentation's large/xlarge, the 640-crop transformers checkpoints).
+_TIMM_WEIGHTS = {
+    ((3, 3, 9, 3), (96, 192, 384, 768)): "convnext_tiny.fb_in1k",
+    ((3, 3, 27, 3), (96, 192, 384, 768)): "convnext_small.fb_in1k",
+    ((3, 3, 27, 3), (128, 256, 512, 1024)): "convnext_base.fb_in1k",
+    ((3, 3, 27, 3), (192, 384, 768, 1536)): "convnext_large.fb_in22k",
+    ((3, 3, 27, 3), (256, 512, 1024, 2048)): "convnext_xlarge.fb_in22k",
+}
+
+
+class ConvNeXtBackbone(nn.Module):
+    """timm ConvNeXt stem + stages (classifier head dropped) and one LayerNorm per output stage.
+
+    ``forward(x)`` returns the four stage outputs (strides 4, 8, 16, 32), each normalised by its
+    ``out_norms`` layer, as NCHW tensors.
+    """
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.stem = net.stem
+        self.stages = net.stages
+        self.out_channels = [int(f["num_chs"]) for f in net.feature_info]
+        self.reductions = [int(f["reduction"]) for f in net.feature_info]
+        self.out_norms = nn.ModuleList(LayerNorm2d(c, eps=_EPS) for c in self.out_channels)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(x)
+        outs = []
+        for stage, norm in zip(self.stages, self.out_norms):
+            x = stage(x)
+            outs.append(norm(x))
+        return outs
+
+
+@register_backbone("convnext")
+def convnext(depths, dims, layer_scale_init_value: float = 1e-6, drop_path_rate: float = 0.0,
+             flavor: str = "sssegmentation", pretrained: bool = False, pretrained_tag: str | None = None) -> nn.Module:
+    depths, dims = tuple(int(d) for d in depths), tuple(int(d) for d in dims)
+    if len(depths) != 4 or len(dims) != 4:
+        raise ValueError(f"ConvNeXt needs 4 depths and 4 dims, got depths={list(depths)}, dims={list(dims)}")
+    if flavor not in _FLAVORS:
+        raise ValueError(f"ConvNeXt flavor must be one of {', '.join(_FLAVORS)}, got {flavor!r}")
+    # the references disable layer scale with a value <= 0; timm with None
+    ls_init = float(layer_scale_init_value) if layer_scale_init_value and layer_scale_init_value > 0 else None
+    kwargs = dict(ls_init_value=ls_init, drop_path_rate=float(drop_path_rate))
+    if pretrained:
+        name = pretrained_tag or _TIMM_WEIGHTS.get((depths, dims))
+        if name is None:
+            raise ValueError(f"no ImageNet weights known for ConvNeXt depths={list(depths)}, dims={list(dims)}; "
+                             "pass pretrained_tag")
+        if ls_init is None:
+            raise ValueError("ImageNet ConvNeXt weights include layer scale; layer_scale_init_value must be > 0")
+        # timm resolves and downloads the weights (Hugging Face Hub, honours HF_ENDPOINT)
+        net = timm.create_model(name, pretrained=True, **kwargs)
+        got = (tuple(len(s.blocks) for s in net.stages), tuple(int(f["num_chs"]) for f in net.feature_info))
+        if got != (depths, dims):
+            raise ValueError(f"pretrained_tag {name!r} is ConvNeXt depths={list(got[0])}, dims={list(got[1])}; "
+                             f"this backbone has depths={list(depths)}, dims={list(dims)}")
+    else:
+        from timm.models.convnext import ConvNeXt
+        net = ConvNeXt(depths=depths, dims=dims, num_classes=0, **kwargs)
+    return ConvNeXtBackbone(net)
+
+
+# ---- foreign state dicts -> ours -----------------------------------------------------------------
+def _rename(sd: dict, rules) -> dict:
+    """Apply the first matching (pattern, replacement) rule to each key; keys no rule knows are kept,
+    so the strict load that follows names them."""
+    out = {}
+    for k, v in sd.items():
+        for pattern, repl in rules:
+            new, n = re.subn(pattern, repl, k)
+            if n:
+                k = new
+                break
+        out[k] = v
+    return out
+
+
+_BLOCK = r"stages.\1.blocks.\2."
+_SSSEG_RULES = [
+    (r"^downsample_layers\.0\.([01])\.", r"stem.\1."),
+    (r"^downsample_layers\.(\d+)\.([01])\.", r"stages.\1.downsample.\2."),
+    (r"^stages\.(\d+)\.(\d+)\.depthwise_conv\.", _BLOCK + "conv_dw."),
+    (r"^stages\.(\d+)\.(\d+)\.norm\.", _BLOCK + "norm."),
+    (r"^stages\.(\d+)\.(\d+)\.pointwise_conv([12])\.", _BLOCK + r"mlp.fc\3."),
+    (r"^stages\.(\d+)\.(\d+)\.gamma$", _BLOCK + "gamma"),
+    (r"^norm(\d+)\.", r"out_norms.\1."),
+]
+
+
+def convert_sssegmentation(sd: dict) -> dict:
+    """SSSegmentation ``ConvNeXt`` keys (``backbone_net.`` stripped) -> ours."""
+    return _rename(sd, _SSSEG_RULES)
+
+
+_HF_RULES = [
+    (r"^embeddings\.patch_embeddings\.", "stem.0."),
+    (r"^embeddings\.layernorm\.", "stem.1."),
+    (r"^encoder\.stages\.(\d+)\.downsampling_layer\.([01])\.", r"stages.\1.downsample.\2."),
+    (r"^encoder\.stages\.(\d+)\.layers\.(\d+)\.dwconv\.", _BLOCK + "conv_dw."),
+    (r"^encoder\.stages\.(\d+)\.layers\.(\d+)\.layernorm\.", _BLOCK + "norm."),
+    (r"^encoder\.stages\.(\d+)\.layers\.(\d+)\.pwconv([12])\.", _BLOCK + r"mlp.fc\3."),
+    (r"^encoder\.stages\.(\d+)\.layers\.(\d+)\.layer_scale_parameter$", _BLOCK + "gamma"),
+]
+
+
+def convert_transformers(sd: dict) -> dict:
+    """transformers ``ConvNextBackbone`` keys (``backbone.`` stripped) -> ours. The Hub files and the
+    installed transformers' ``state_dict()`` use the same names (no load-time renames for ConvNeXt)."""
+    out = {}
+    for k, v in _rename(sd, _HF_RULES).items():
+        m = re.match(r"^hidden_states_norms\.stage(\d+)\.(.*)$", k)
+        if m and int(m.group(1)) >= 1:
+            k = f"out_norms.{int(m.group(1)) - 1}.{m.group(2)}"
+        out[k] = v
+    return out
+
+
+def convert_timm(sd: dict) -> dict:
+    """A timm ConvNeXt classifier state dict -> ours: the classifier head (``head.*``, ``norm_pre.*``)
+    is dropped; the output norms, which an ImageNet classifier does not have, get their fresh
+    initialisation (weight 1, bias 0), as in the references when they start from ImageNet weights."""
+    out = {k: v for k, v in sd.items() if not k.startswith(("head.", "norm_pre."))}
+    for i in range(4):
+        w = sd.get(f"stages.{i}.blocks.0.conv_dw.weight")
+        if w is not None and f"out_norms.{i}.weight" not in out:
+            out[f"out_norms.{i}.weight"] = torch.ones(w.shape[0], dtype=w.dtype)
+            out[f"out_norms.{i}.bias"] = torch.zeros(w.shape[0], dtype=w.dtype)
+    return out
