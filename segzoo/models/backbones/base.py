@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch.nn as nn
 
-__all__ = ["BACKBONES", "register_backbone", "build_backbone"]
+__all__ = ["BACKBONES", "register_backbone", "build_backbone", "add_fresh_out_norms"]
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {}
 
@@ -30,3 +30,16 @@ def build_backbone(cfg: dict, pretrained: bool = False) -> nn.Module:
     if kind not in BACKBONES:
         raise ValueError(f"unknown backbone type {kind!r}; known: {', '.join(sorted(BACKBONES))}")
     return BACKBONES[kind](pretrained=pretrained, **cfg)
+
+
+def add_fresh_out_norms(sd: dict, width_key: str, prefix: str = "out_norms", num_stages: int = 4) -> dict:
+    """Give an ImageNet classifier's state dict the per-stage output norms a segmentation backbone
+    adds (weight 1, bias 0: their initialisation, as in the references). ``width_key`` is a key
+    pattern with ``{i}`` whose tensor's first dimension is stage i's width."""
+    import torch
+    for i in range(num_stages):
+        w = sd.get(width_key.format(i=i))
+        if w is not None and f"{prefix}.{i}.weight" not in sd:
+            sd[f"{prefix}.{i}.weight"] = torch.ones(w.shape[0], dtype=w.dtype)
+            sd[f"{prefix}.{i}.bias"] = torch.zeros(w.shape[0], dtype=w.dtype)
+    return sd

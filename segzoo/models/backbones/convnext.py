@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 from timm.layers import LayerNorm2d
 
-from .base import register_backbone
+from .base import add_fresh_out_norms, register_backbone
 
 __all__ = ["ConvNeXtBackbone", "convnext", "convert_sssegmentation", "convert_transformers", "convert_timm"]
 
@@ -150,9 +150,4 @@ def convert_timm(sd: dict) -> dict:
     is dropped; the output norms, which an ImageNet classifier does not have, get their fresh
     initialisation (weight 1, bias 0), as in the references when they start from ImageNet weights."""
     out = {k: v for k, v in sd.items() if not k.startswith(("head.", "norm_pre."))}
-    for i in range(4):
-        w = sd.get(f"stages.{i}.blocks.0.conv_dw.weight")
-        if w is not None and f"out_norms.{i}.weight" not in out:
-            out[f"out_norms.{i}.weight"] = torch.ones(w.shape[0], dtype=w.dtype)
-            out[f"out_norms.{i}.bias"] = torch.zeros(w.shape[0], dtype=w.dtype)
-    return out
+    return add_fresh_out_norms(out, "stages.{i}.blocks.0.conv_dw.weight")

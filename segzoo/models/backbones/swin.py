@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, PatchEmbed, trunc_normal_
 from timm.models.swin_transformer import PatchMerging, WindowAttention
 
-from .base import register_backbone
+from .base import add_fresh_out_norms, register_backbone
 
 __all__ = ["SwinTransformer", "swin", "convert_sssegmentation", "convert_transformers", "convert_timm"]
 
@@ -316,9 +316,4 @@ def convert_timm(sd: dict) -> dict:
             if m:
                 k = f"layers.{int(m.group(1)) + 1}.downsample.{m.group(2)}"
         out[k] = v
-    for i in range(4):
-        w = out.get(f"layers.{i}.blocks.0.norm1.weight")
-        if w is not None and f"out_norms.{i}.weight" not in out:
-            out[f"out_norms.{i}.weight"] = torch.ones(w.shape[0], dtype=w.dtype)
-            out[f"out_norms.{i}.bias"] = torch.zeros(w.shape[0], dtype=w.dtype)
-    return out
+    return add_fresh_out_norms(out, "layers.{i}.blocks.0.norm1.weight")
