@@ -250,17 +250,11 @@ def convert_transformers(sd: dict) -> dict:
 
 # ---- ImageNet weights ---------------------------------------------------------------------------
 def _download(repo_id: str) -> str:
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import RemoteEntryNotFoundError
-    last = None
-    for filename in _HUB_FILES:
-        try:
-            return hf_hub_download(repo_id, filename)
-        except RemoteEntryNotFoundError as e:  # the repo answered: no such file, try the next
-            last = e
-        except Exception as e:  # offline, unknown repo, ...: one line that says what failed
-            raise RuntimeError(f"could not download MiT ImageNet weights from {repo_id}: {e}") from e
-    raise RuntimeError(f"{repo_id} has none of {', '.join(_HUB_FILES)}") from last
+    """Local path of the repo's weights (Hub cache; the first of ``_HUB_FILES`` it has)."""
+    from ...hub import fetch_weights
+    path, _ = fetch_weights([{"hf_hub_id": repo_id, "filename": f} for f in _HUB_FILES],
+                            label=f"MiT ImageNet weights ({repo_id})")
+    return str(path)
 
 
 def load_pretrained_file(model: nn.Module, path) -> None:
