@@ -395,3 +395,21 @@ def test_transformers_hub_record(env, tmp_path):
         assert by_repo.record is rec and torch.equal(_logits(by_repo), _logits(model))
     finally:
         _REGISTRY.pop(rec.name, None)
+
+
+def test_pretrained_backbone_through_timm_and_the_hub(env, tmp_path):
+    """pretrained_backbone=True: timm resolves the ImageNet weights on the Hub (here the emulator)
+    and only the backbone takes them; the heads stay freshly initialised."""
+    import timm
+    from safetensors.torch import save_file
+    torch.manual_seed(3)
+    imagenet = timm.create_model("resnet50c", pretrained=False).state_dict()
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in imagenet.items()}, str(path))
+    env.add_repo_file("timm/resnet50c.gluon_in1k", "model.safetensors", path.read_bytes())
+    model = segzoo.create_model("fcn_resnet50_os16_voc", pretrained_backbone=True)
+    ours = model.backbone.state_dict()
+    assert {k for k in imagenet if not k.startswith("fc.")} == set(ours)
+    assert all(torch.equal(ours[k], imagenet[k]) for k in ours)
+    fresh = segzoo.create_model("fcn_resnet50_os16_voc")
+    assert not torch.equal(fresh.backbone.state_dict()["layer1.0.conv1.weight"], imagenet["layer1.0.conv1.weight"])
