@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .registry import ModelRecord, get_record
+from .registry import get_record
 
 _log = logging.getLogger("segzoo")
 

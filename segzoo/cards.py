@@ -71,5 +71,5 @@ def render_model_card(record, num_classes: int | None = None) -> str:
         f"({num_classes or r.num_classes} classes). Converted from {_source(r)}.", "",
         f"- mIoU reported by the source: {miou}",
         f"- test protocol: {_inference(r)}; normalisation mean {r.normalization.get('mean')} std {r.normalization.get('std')}",
-        "", "```python", "import segzoo", f'model = segzoo.create_model("hf-hub:<this repo>")',
+        "", "```python", "import segzoo", 'model = segzoo.create_model("hf-hub:<this repo>")',
         'labels = model.predict("image.jpg")', "```", ""])

@@ -108,13 +108,13 @@ def test_convnext_pretrained_resolves_timm_weights(monkeypatch):
     from segzoo.models.backbones import build_backbone
     from segzoo.models.backbones import convnext as cx
 
-    asked, real_create_model = [], timm.create_model
+    asked = []
 
-    def fake_create_model(name, pretrained=False, **kwargs):
-        asked.append((name, pretrained))
-        return real_create_model(name.split(".")[0], pretrained=False, **kwargs)
+    def fake_create_pretrained(name, **kwargs):
+        asked.append((name, True))
+        return timm.create_model(name.split(".")[0], pretrained=False, **kwargs)
 
-    monkeypatch.setattr(cx.timm, "create_model", fake_create_model)
+    monkeypatch.setattr(cx, "create_timm_pretrained", fake_create_pretrained)
     bb = build_backbone({"type": "convnext", "depths": [3, 3, 9, 3], "dims": [96, 192, 384, 768]}, pretrained=True)
     assert asked == [("convnext_tiny.fb_in1k", True)] and bb.out_channels == [96, 192, 384, 768]
     with pytest.raises(ValueError, match="convnext_atto.d2_in1k.*depths=\\[2, 2, 6, 2\\]"):

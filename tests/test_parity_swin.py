@@ -139,13 +139,14 @@ def test_swin_pretrained_backbone(monkeypatch):
     """``pretrained=True`` takes timm's weights by name (network replaced by a random timm model of the
     same architecture); window-7 tables are resized for a window-12 backbone."""
     from segzoo.models.backbones import build_backbone
-    asked, create = [], timm.create_model
+    from segzoo.models.backbones import swin as sw
+    asked = []
 
-    def fake_create_model(name, pretrained=False, **kwargs):
+    def fake_create_pretrained(name, **kwargs):
         asked.append(name)
-        return create(name.split(".")[0], pretrained=False, depths=(1, 1, 1, 1))
+        return timm.create_model(name.split(".")[0], pretrained=False, depths=(1, 1, 1, 1))
 
-    monkeypatch.setattr(timm, "create_model", fake_create_model)
+    monkeypatch.setattr(sw, "create_timm_pretrained", fake_create_pretrained)
     cfg = {"type": "swin", "embed_dim": 96, "depths": [1, 1, 1, 1], "num_heads": [3, 6, 12, 24], "window_size": 12,
            "pretrained_tag": "swin_tiny_patch4_window7_224.ms_in1k"}
     net = build_backbone(cfg, pretrained=True)

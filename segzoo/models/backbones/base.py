@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch.nn as nn
 
-__all__ = ["BACKBONES", "register_backbone", "build_backbone", "add_fresh_out_norms"]
+__all__ = ["BACKBONES", "register_backbone", "build_backbone", "add_fresh_out_norms", "create_timm_pretrained"]
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {}
 
@@ -43,3 +43,25 @@ def add_fresh_out_norms(sd: dict, width_key: str, prefix: str = "out_norms", num
             sd[f"{prefix}.{i}.weight"] = torch.ones(w.shape[0], dtype=w.dtype)
             sd[f"{prefix}.{i}.bias"] = torch.zeros(w.shape[0], dtype=w.dtype)
     return sd
+
+
+def create_timm_pretrained(name: str, **kwargs) -> nn.Module:
+    """``timm.create_model(name, pretrained=True, **kwargs)`` with the weights fetched by segzoo's
+    hub: the timm Hub repo (``model.safetensors``, then ``pytorch_model.bin``), then timm's original
+    URL, with the same fallback, cache, ``HF_ENDPOINT`` / ``HF_HUB_OFFLINE`` handling and one clear
+    error as every other segzoo download. timm's own key filter still applies to the file."""
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    from ...hub import fetch_weights
+    cfg = get_pretrained_cfg(name)
+    if cfg is None:
+        raise ValueError(f"timm has no pretrained weights named {name!r}")
+    sources = []
+    if cfg.hf_hub_id:
+        files = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
+        sources += [{"hf_hub_id": cfg.hf_hub_id, "filename": f} for f in files]
+    if cfg.url:
+        sources.append({"url": cfg.url, "filename": cfg.url.rsplit("/", 1)[-1]})
+    path, _ = fetch_weights(sources, label=f"ImageNet weights {name}")
+    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path), "source": ""}, **kwargs)

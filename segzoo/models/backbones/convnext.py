@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import re
 
-import timm
 import torch
 import torch.nn as nn
 from timm.layers import LayerNorm2d
 
-from .base import add_fresh_out_norms, register_backbone
+from .base import add_fresh_out_norms, create_timm_pretrained, register_backbone
 
 __all__ = ["ConvNeXtBackbone", "convnext", "convert_sssegmentation", "convert_transformers", "convert_timm"]
 
@@ -79,7 +78,7 @@ def convnext(depths, dims, layer_scale_init_value: float = 1e-6, drop_path_rate:
         if ls_init is None:
             raise ValueError("ImageNet ConvNeXt weights include layer scale; layer_scale_init_value must be > 0")
         # timm resolves and downloads the weights (Hugging Face Hub, honours HF_ENDPOINT)
-        net = timm.create_model(name, pretrained=True, **kwargs)
+        net = create_timm_pretrained(name, **kwargs)
         got = (tuple(len(s.blocks) for s in net.stages), tuple(int(f["num_chs"]) for f in net.feature_info))
         if got != (depths, dims):
             raise ValueError(f"pretrained_tag {name!r} is ConvNeXt depths={list(got[0])}, dims={list(got[1])}; "

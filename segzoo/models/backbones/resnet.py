@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import re
 
-import timm
 import torch.nn as nn
 
-from .base import register_backbone
+from .base import create_timm_pretrained, register_backbone
 
 __all__ = ["resnet", "convert_sssegmentation"]
 
@@ -37,12 +36,11 @@ def resnet(depth: int = 50, output_stride: int = 8, deep_stem: bool = True, pret
     if deep_stem:
         kwargs.update(stem_width=32, stem_type="deep")
     if pretrained:
-        # timm resolves and downloads ImageNet weights (Hugging Face Hub, honours HF_ENDPOINT)
         name = pretrained_tag or _TIMM_NAMES.get((depth, deep_stem))
         if name is None:
             raise ValueError(f"no ImageNet weights known for ResNet-{depth} (deep_stem={deep_stem})")
-        model = timm.create_model(name, pretrained=True, features_only=True, out_indices=tuple(i + 1 for i in out_indices),
-                                  output_stride=output_stride)
+        model = create_timm_pretrained(name, features_only=True, out_indices=tuple(i + 1 for i in out_indices),
+                                       output_stride=output_stride)
     else:
         from timm.models import FeatureListNet
         net = ResNet(**kwargs)

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import re
 
-import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, PatchEmbed, trunc_normal_
 from timm.models.swin_transformer import PatchMerging, WindowAttention
 
-from .base import add_fresh_out_norms, register_backbone
+from .base import add_fresh_out_norms, create_timm_pretrained, register_backbone
 
 __all__ = ["SwinTransformer", "swin", "convert_sssegmentation", "convert_transformers", "convert_timm"]
 
@@ -182,7 +181,7 @@ def swin(embed_dim, depths, num_heads, window_size, mlp_ratio: float = 4.0, qkv_
             raise ValueError(f"no ImageNet weights known for Swin embed_dim={embed_dim}, depths={list(depths)}, "
                              f"window_size={window_size}; pass pretrained_tag")
         # timm resolves and downloads the weights (Hugging Face Hub, honours HF_ENDPOINT)
-        sd = _fit_windows(convert_timm(timm.create_model(name, pretrained=True).state_dict()), model)
+        sd = _fit_windows(convert_timm(create_timm_pretrained(name).state_dict()), model)
         own = model.state_dict()
         bad = sorted(set(own) ^ set(sd)) + sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
         if bad:
