@@ -47,7 +47,6 @@ class ModelRecord:
     weights: tuple = ()          # tuple of dicts: {hf_hub_id | url, filename, format, revision?, sha256?}
     source: Mapping[str, Any] = field(default_factory=dict)
     recipe: Mapping[str, Any] = field(default_factory=dict)
-    pretrained_backbone: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def has_weights(self) -> bool:
