@@ -4,9 +4,21 @@ One module per foreign format; each exposes ``convert_state_dict(sd, arch) -> sd
 """
 from __future__ import annotations
 
-__all__ = ["detect_format", "to_segzoo", "FORMATS"]
+import re
+
+__all__ = ["detect_format", "to_segzoo", "rename_key", "FORMATS"]
 
 FORMATS = ("segzoo", "sssegmentation", "transformers", "timm")
+
+
+def rename_key(key: str, rules) -> str | None:
+    """``key`` rewritten by the first ``(pattern, replacement)`` rule that matches it; None when none
+    does (callers keep unknown keys as they are, so the strict load that follows names them)."""
+    for pattern, repl in rules:
+        new, n = re.subn(pattern, repl, key)
+        if n:
+            return new
+    return None
 
 
 def detect_format(sd: dict) -> str:

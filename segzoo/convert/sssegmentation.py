@@ -9,6 +9,8 @@ import importlib
 import re
 from typing import Callable
 
+from . import rename_key
+
 __all__ = ["arch_from_config", "convert_state_dict", "BACKBONE_TRANSLATORS", "UnsupportedConfig"]
 
 
@@ -161,14 +163,6 @@ _HEAD_RULES["deeplabv3plus"] = [
     *_dsconv(r"decoder\.(\d)", r"decode_head.fuse.\1"), (r"^decoder\.3\.", "decode_head.classifier.")]
 
 
-def _rename(key: str, rules) -> str | None:
-    for pattern, repl in rules:
-        new, n = re.subn(pattern, repl, key)
-        if n:
-            return new
-    return None
-
-
 def convert_state_dict(sd: dict, arch: dict) -> dict:
     """Map an SSSegmentation segmentor state dict onto segzoo keys. Keys no rule knows are
     kept as they are, so that the strict load that follows names them."""
@@ -193,6 +187,6 @@ def convert_state_dict(sd: dict, arch: dict) -> dict:
         elif segmentor == "fcn":
             new = _fcn_sequential(key, "decoder", "decode_head", arch["decode_head"]["num_convs"])
         else:
-            new = _rename(key, _HEAD_RULES[segmentor])
+            new = rename_key(key, _HEAD_RULES[segmentor])
         out[new or key] = value
     return out

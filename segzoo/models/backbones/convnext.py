@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 from timm.layers import LayerNorm2d
 
+from ...convert import rename_key
 from .base import add_fresh_out_norms, create_timm_pretrained, register_backbone
 
 __all__ = ["ConvNeXtBackbone", "convnext", "convert_sssegmentation", "convert_transformers", "convert_timm"]
@@ -91,17 +92,8 @@ def convnext(depths, dims, layer_scale_init_value: float = 1e-6, drop_path_rate:
 
 # ---- foreign state dicts -> ours -----------------------------------------------------------------
 def _rename(sd: dict, rules) -> dict:
-    """Apply the first matching (pattern, replacement) rule to each key; keys no rule knows are kept,
-    so the strict load that follows names them."""
-    out = {}
-    for k, v in sd.items():
-        for pattern, repl in rules:
-            new, n = re.subn(pattern, repl, k)
-            if n:
-                k = new
-                break
-        out[k] = v
-    return out
+    """Keys rewritten by the first matching rule; keys no rule knows are kept (the strict load names them)."""
+    return {(rename_key(k, rules) or k): v for k, v in sd.items()}
 
 
 _BLOCK = r"stages.\1.blocks.\2."

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, PatchEmbed, trunc_normal_
 from timm.models.swin_transformer import PatchMerging, WindowAttention
 
+from ...convert import rename_key
 from .base import add_fresh_out_norms, create_timm_pretrained, register_backbone
 
 __all__ = ["SwinTransformer", "swin", "convert_sssegmentation", "convert_transformers", "convert_timm"]
@@ -206,14 +207,6 @@ def _fit_windows(sd: dict, model: nn.Module) -> dict:
 
 
 # ---- foreign state dicts -> ours -----------------------------------------------------------------
-def _rename(key: str, rules) -> str:
-    for pattern, repl in rules:
-        new, n = re.subn(pattern, repl, key)
-        if n:
-            return new
-    return key
-
-
 def _unfold_to_timm_order(v: torch.Tensor) -> torch.Tensor:
     """Last dim 4*C in ``nn.Unfold`` order (channel-major, then (0,0),(0,1),(1,0),(1,1)) -> timm's
     order (neighbour-major: (0,0),(1,0),(0,1),(1,1), then channel)."""
@@ -244,7 +237,7 @@ def convert_sssegmentation(sd: dict) -> dict:
         if m:
             out[f"layers.{int(m.group(1)) + 1}.downsample.{m.group(2)}.{m.group(3)}"] = _unfold_to_timm_order(v)
             continue
-        out[_rename(k, _SSSEG_RULES)] = v
+        out[rename_key(k, _SSSEG_RULES) or k] = v
     return out
 
 
@@ -287,7 +280,7 @@ def convert_transformers(sd: dict) -> dict:
         if m and int(m.group(1)) >= 1:
             out[f"out_norms.{int(m.group(1)) - 1}.{m.group(2)}"] = v
             continue
-        out[_rename(k, _HF_RULES)] = v
+        out[rename_key(k, _HF_RULES) or k] = v
     for (i, j, kind), parts in qkv.items():
         key = f"layers.{i}.blocks.{j}.attn.qkv.{kind}"
         if any(p is None for p in parts):
