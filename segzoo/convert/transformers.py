@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import re
 
-__all__ = ["convert_state_dict"]
+__all__ = ["convert_state_dict", "segformer_encoder"]
 
 _UPER_RULES = [
     (r"^decode_head\.psp_modules\.(\d+)\.1\.", r"decode_head.ppm.stages.\1."),
@@ -22,14 +22,20 @@ def _cna_names(key: str) -> str:
     return key.replace(".batch_norm.", ".bn.")
 
 
+def segformer_encoder(sd: dict) -> dict:
+    """The encoder part of a transformers Segformer / MiT state dict, prefix stripped: keys are
+    ``segformer.encoder.*`` in Hub files, ``segformer.*`` in transformers 5's ``state_dict()``."""
+    return {re.sub(r"^encoder\.", "", k[len("segformer."):]): v for k, v in sd.items() if k.startswith("segformer.")}
+
+
 def convert_state_dict(sd: dict, arch: dict) -> dict:
     segmentor = arch["segmentor"]
-    # Segformer encoder: ``segformer.encoder.*`` in Hub files, ``segformer.stages.*`` in transformers 5
     bb_prefix = "segformer." if segmentor == "segformer" else "backbone."
     bb_mod = importlib.import_module(f"segzoo.models.backbones.{arch['backbone']['type']}")
-    backbone = {k[len(bb_prefix):]: v for k, v in sd.items() if k.startswith(bb_prefix)}
     if segmentor == "segformer":
-        backbone = {re.sub(r"^encoder\.", "", k): v for k, v in backbone.items()}
+        backbone = segformer_encoder(sd)
+    else:
+        backbone = {k[len(bb_prefix):]: v for k, v in sd.items() if k.startswith(bb_prefix)}
     out = {f"backbone.{k}": v for k, v in bb_mod.convert_transformers(backbone).items()}
     n_levels = len(arch["decode_head"].get("in_index", [0, 1, 2, 3]))
     for key, value in sd.items():

@@ -261,13 +261,9 @@ def load_pretrained_file(model: nn.Module, path) -> None:
     """Load a transformers MiT / Segformer checkpoint file (``segformer.encoder.*`` keys; the
     classifier and any decode head are dropped) strictly into ``model``'s encoder."""
     from ..._factory import load_state_dict_strict
+    from ...convert.transformers import segformer_encoder
     from ...hub import read_state_dict
-    sd = read_state_dict(path)
-    enc = {}
-    for k, v in sd.items():
-        if k.startswith("segformer."):
-            k = k[len("segformer."):]
-            enc[k[len("encoder."):] if k.startswith("encoder.") else k] = v
+    enc = segformer_encoder(read_state_dict(path))
     if not enc:
         raise ValueError(f"{path} holds no transformers Segformer encoder (no 'segformer.' keys)")
     load_state_dict_strict(model, convert_transformers(enc), source=str(path))
