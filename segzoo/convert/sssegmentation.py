@@ -41,15 +41,16 @@ def _swin(bb: dict) -> dict:
             "flavor": "sssegmentation"}
 
 
-_CONVNEXT_ARCHS = {"tiny": ([3, 3, 9, 3], [96, 192, 384, 768]), "small": ([3, 3, 27, 3], [96, 192, 384, 768]),
-                   "base": ([3, 3, 27, 3], [128, 256, 512, 1024]), "large": ([3, 3, 27, 3], [192, 384, 768, 1536]),
-                   "xlarge": ([3, 3, 27, 3], [256, 512, 1024, 2048])}
+CONVNEXT_SIZES = {  # size -> (depths, dims)
+    "tiny": ((3, 3, 9, 3), (96, 192, 384, 768)), "small": ((3, 3, 27, 3), (96, 192, 384, 768)),
+    "base": ((3, 3, 27, 3), (128, 256, 512, 1024)), "large": ((3, 3, 27, 3), (192, 384, 768, 1536)),
+    "xlarge": ((3, 3, 27, 3), (256, 512, 1024, 2048))}
 
 
 def _convnext(bb: dict) -> dict:
     _check_defaults(bb, gap_before_final_norm=False, in_channels=3, stem_patch_size=4)
-    depths, dims = _CONVNEXT_ARCHS[bb["arch"]]
-    out = {"type": "convnext", "depths": depths, "dims": dims,
+    depths, dims = CONVNEXT_SIZES[bb["arch"]]
+    out = {"type": "convnext", "depths": list(depths), "dims": list(dims),
            "layer_scale_init_value": float(bb.get("layer_scale_init_value", 1e-6)),
            "drop_path_rate": float(bb.get("drop_path_rate", 0.0)), "flavor": "sssegmentation"}
     if str(bb.get("structure_type", "")).endswith("_21k"):  # ImageNet-22k initialisation
