@@ -10,23 +10,20 @@ import copy
 import difflib
 import fnmatch
 import importlib
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping
 
-__all__ = ["ModelRecord", "register", "get_record", "list_models", "model_info", "UnknownModelError"]
+from .errors import UnknownModelError
+
+__all__ = ["ModelRecord", "register", "unregister", "get_record", "resolve_name", "list_models", "explain_empty", "model_info",
+           "UnknownModelError"]
 
 # segzoo.zoo modules that declare records; imported on first lookup.
 _ZOO_MODULES = (
     "segzoo.zoo.sssegmentation",
     "segzoo.zoo.transformers_hub",
 )
-
-
-class UnknownModelError(KeyError):
-    """Raised for a model name that is not registered; the message names the closest ones."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
 
 
 @dataclass(frozen=True)
@@ -61,14 +58,32 @@ class ModelRecord:
 
 
 _REGISTRY: dict[str, ModelRecord] = {}
+_ALIASES: dict[str, str] = {}   # lower-cased Hub repo id / source config name -> record name
 _loaded = False
+
+
+def _aliases_of(record: ModelRecord) -> set:
+    """Other names a user may know a record by: its Hub repo ids and its source's config name."""
+    out = {record.source.get("repo_id"), record.source.get("config")}
+    out.update(w.get("hf_hub_id") for w in record.weights)
+    return {a.lower() for a in out if a}
 
 
 def register(record: ModelRecord) -> ModelRecord:
     if record.name in _REGISTRY:
         raise ValueError(f"model name registered twice: {record.name}")
     _REGISTRY[record.name] = record
+    for alias in _aliases_of(record):
+        if alias != record.name:
+            _ALIASES.setdefault(alias, record.name)
     return record
+
+
+def unregister(name: str) -> None:
+    """Remove a record registered with :func:`register` (and its aliases); unknown names are ignored."""
+    _REGISTRY.pop(name, None)
+    for alias in [a for a, target in _ALIASES.items() if target == name]:
+        del _ALIASES[alias]
 
 
 def _ensure_loaded() -> None:
@@ -80,44 +95,131 @@ def _ensure_loaded() -> None:
         importlib.import_module(mod)
 
 
+def resolve_name(name: str) -> str | None:
+    """The registered name that ``name`` stands for: the name itself (any case), a Hub repo id
+    (``openmmlab/upernet-swin-base``, with or without ``hf-hub:``) or a source config name; else None."""
+    _ensure_loaded()
+    if name in _REGISTRY:
+        return name
+    key = name.strip().lower()
+    if key.startswith("hf-hub:"):
+        key = key[len("hf-hub:"):].split("@")[0].strip("/")
+    if key in _REGISTRY:
+        return key
+    return _ALIASES.get(key)
+
+
+# ---- suggestions --------------------------------------------------------------------------------
+def _tokens(text: str) -> list[str]:
+    return [t for t in re.split(r"[^a-z0-9]+", text.lower()) if t]
+
+
+def _token_match(query: str, token: str) -> float:
+    """How well one query token matches one name token: 1 equal, 0.9 a prefix of it (>= 2 chars),
+    the difflib ratio where that is >= 0.75 (typos), else 0."""
+    if query == token:
+        return 1.0
+    if len(query) >= 2 and token.startswith(query):
+        return 0.9
+    ratio = difflib.SequenceMatcher(None, query, token).ratio()
+    return ratio if ratio >= 0.75 else 0.0
+
+
+def _closest(query: str, names: Iterable[str], n: int = 5) -> list[str]:
+    """Names ranked by how many of the query's tokens they contain (exactly, as a prefix or with a
+    typo), then by whole-string similarity: ``segformer_b0`` and ``mit_b0`` find ``segformer_mit_b0_*``."""
+    q = _tokens(query)
+    if not q:
+        return []
+    scored = []
+    for name in names:
+        toks = _tokens(name)
+        score = sum(max(_token_match(t, u) for u in toks) for t in q) / len(q)
+        if score >= 0.5:
+            scored.append((-score, -difflib.SequenceMatcher(None, query.lower(), name).ratio(), name))
+    scored.sort()
+    if not scored:
+        return []
+    best = -scored[0][0]
+    return [name for s, _, name in scored if -s >= best - 0.15][:n]
+
+
 def _suggest(name: str, names: Iterable[str]) -> str:
-    names = list(names)
-    close = difflib.get_close_matches(name, names, n=5, cutoff=0.6)
-    if not close:
-        # fall back on shared prefix tokens (e.g. "upernet_swin" -> every upernet_swin_*)
-        stem = name.lower().split("_")[0]
-        close = [n for n in names if n.startswith(stem)][:5]
+    close = _closest(name, list(names))
     return f"; did you mean: {', '.join(close)}?" if close else ""
 
 
 def get_record(name: str) -> ModelRecord:
-    _ensure_loaded()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UnknownModelError(f"unknown model {name!r}{_suggest(name, _REGISTRY)}") from None
+    """The record of a registered name or alias (see :func:`resolve_name`); UnknownModelError with
+    the closest names otherwise."""
+    resolved = resolve_name(name) if isinstance(name, str) else None
+    if resolved is None:
+        raise UnknownModelError(f"unknown model {name!r}{_suggest(str(name), _REGISTRY)}")
+    return _REGISTRY[resolved]
+
+
+def _values(attr: str) -> list[str]:
+    return sorted({getattr(r, attr) for r in _REGISTRY.values()})
 
 
 def list_models(pattern: str = "*", *, pretrained: bool = False, dataset: str | None = None,
                 architecture: str | None = None, backbone: str | None = None) -> list[str]:
-    """Sorted model names matching an fnmatch-style ``pattern`` and the given filters."""
+    """Sorted model names matching an fnmatch-style ``pattern`` (case-insensitive) and the given
+    filters; ``backbone`` is a pattern too. :func:`explain_empty` says why a listing is empty."""
     _ensure_loaded()
+    pattern = pattern.lower()
     out = []
     for name, rec in _REGISTRY.items():
         if not fnmatch.fnmatchcase(name, pattern):
             continue
         if pretrained and not rec.has_weights:
             continue
-        if dataset is not None and rec.dataset != dataset:
+        if dataset is not None and rec.dataset != dataset.lower():
             continue
-        if architecture is not None and rec.architecture != architecture:
+        if architecture is not None and rec.architecture != architecture.lower():
             continue
-        if backbone is not None and not fnmatch.fnmatchcase(rec.backbone, backbone):
+        if backbone is not None and not fnmatch.fnmatchcase(rec.backbone, backbone.lower()):
             continue
         out.append(name)
     return sorted(out)
 
 
+def explain_empty(pattern: str = "*", *, pretrained: bool = False, dataset: str | None = None,
+                  architecture: str | None = None, backbone: str | None = None) -> str:
+    """One line saying why ``list_models`` with these arguments finds nothing, with the nearest
+    valid values (a misspelt dataset, architecture or pattern) where there are any."""
+    _ensure_loaded()
+    for attr, value in (("dataset", dataset), ("architecture", architecture)):
+        if value is not None and value.lower() not in _values(attr):
+            close = _closest(value, _values(attr), n=3)
+            hint = f"did you mean {' or '.join(close)}? " if close else ""
+            return f"no {attr} {value!r}; {hint}known: {', '.join(_values(attr))}"
+    if backbone is not None and not list_models(backbone=backbone):
+        close = _closest(backbone.replace("*", " ").replace("?", " "), _values("backbone"), n=5)
+        return f"no backbone matches {backbone!r}" + (f"; did you mean: {', '.join(close)}?" if close else "")
+    if not list_models(pattern):
+        return f"no model matches {pattern!r}" + _pattern_hint(pattern)
+    wanted = {k: v for k, v in (("dataset", dataset), ("architecture", architecture), ("backbone", backbone),
+                                ("pretrained", pretrained or None)) if v is not None}
+    why = f"no model matches {pattern!r} with {', '.join(f'{k}={v}' for k, v in wanted.items())}"
+    if dataset is not None:  # the usual case: the model exists, on other datasets
+        others = list_models(pattern, pretrained=pretrained, architecture=architecture, backbone=backbone)
+        if others:
+            return why + f"; it exists for dataset {', '.join(sorted({_REGISTRY[n].dataset for n in others}))}"
+    return why + f"; without the filters {len(list_models(pattern))} models match"
+
+
+def _pattern_hint(pattern: str) -> str:
+    """'; did you mean ...' for a pattern with a misspelt word: each word of the pattern replaced by
+    the nearest word of the registered names, else the nearest names."""
+    vocab = sorted({t for name in _REGISTRY for t in _tokens(name)})
+    fixed = re.sub(r"[a-z0-9]+", lambda m: (_closest(m.group(0), vocab, n=1) or [m.group(0)])[0], pattern.lower())
+    if fixed != pattern.lower() and list_models(fixed):
+        return f"; did you mean {fixed!r}?"
+    close = _closest(re.sub(r"[*?\[\]]", " ", pattern), _REGISTRY)
+    return f"; did you mean: {', '.join(close)}?" if close else ""
+
+
 def model_info(name: str) -> dict:
-    """The model record as a JSON-serialisable mapping."""
+    """The model record as a JSON-serialisable mapping (``name`` may be an alias, see :func:`resolve_name`)."""
     return get_record(name).to_dict()

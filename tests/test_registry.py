@@ -20,7 +20,9 @@ def test_counts_and_required_names():
     ssseg = [n for n in names if segzoo.model_info(n)["source"]["project"] == "sssegmentation"]
     assert len(ssseg) == 87  # every zoo config of the ported (segmentor, backbone) pairs
     info = segzoo.model_info("upernet_swin_base_ade20k")
-    assert info["source"] == {"project": "transformers", "repo_id": "openmmlab/upernet-swin-base"}
+    assert {k: info["source"][k] for k in ("project", "repo_id")} == {"project": "transformers",
+                                                                       "repo_id": "openmmlab/upernet-swin-base"}
+    assert info["metrics"] == {"mIoU": 50.76, "mIoU_ms": 52.4}  # mmseg's table for the converted checkpoint
     assert info["weights"][0]["hf_hub_id"] == "openmmlab/upernet-swin-base"
     for v in ("tiny", "small", "base", "large", "xlarge"):
         assert f"upernet_convnext_{v}_ade20k" in names
@@ -39,10 +41,14 @@ def test_record_fields_are_json_and_complete():
         assert info["architecture"] in ZOO_PAIRS
         assert info["name"] == name
         assert info["inference"]["mode"] in ("whole", "slide")
+        assert info["metrics"]["mIoU"] > 0, name
+        assert info["recipe"]["optimizer"]["type"] in ("SGD", "AdamW"), name
+        assert info["recipe"]["batch_size"] > 0 and len(info["recipe"]["crop_size"]) == 2, name
         if info["source"]["project"] == "sssegmentation":
-            assert info["metrics"]["mIoU"] > 0
-            assert info["recipe"]["optimizer"]["type"] in ("SGD", "AdamW")
             assert info["weights"][0]["format"] == "sssegmentation"
+        else:  # the Hub repos report no metric: each number and recipe cites where it was published
+            assert info["source"]["metrics_source"]["citation"] and info["source"]["metrics_source"]["url"]
+            assert info["recipe"]["source"]["citation"] and info["recipe"]["source"]["url"]
 
 
 def test_filters():
@@ -117,3 +123,56 @@ def test_num_classes_override_and_bad_override():
         segzoo.create_model("fcn_resnet50_os16_voc", no_such_key=1)
     m = segzoo.create_model("fcn_resnet50_os16_voc", backbone={"output_stride": 8})
     assert m.backbone.reductions[-1] == 8
+
+
+# ---- names a user types -------------------------------------------------------------------------
+def test_hub_ids_and_config_names_are_aliases(capsys):
+    assert segzoo.model_info("openmmlab/upernet-swin-base")["name"] == "upernet_swin_base_ade20k"
+    assert segzoo.model_info("hf-hub:nvidia/segformer-b0-finetuned-ade-512-512")["name"] == "segformer_mit_b0_ade20k"
+    assert segzoo.model_info("nvidia/segformer-b2-finetuned-cityscapes-1024-1024")["name"] == \
+        "segformer_mit_b2_cityscapes"
+    assert segzoo.model_info("upernet_swinbase_ade20k")["name"] == "upernet_swin_base_ade20k_ssseg"  # ssseg config
+    assert segzoo.model_info("SegFormer_MiT_B0_ADE20K")["name"] == "segformer_mit_b0_ade20k"
+    model = segzoo.create_model("nvidia/segformer-b0-finetuned-ade-512-512")
+    assert model.record.name == "segformer_mit_b0_ade20k"
+    assert cli_main(["info", "openmmlab/upernet-swin-base"]) == 0
+    assert json.loads(capsys.readouterr().out)["name"] == "upernet_swin_base_ade20k"
+
+
+@pytest.mark.parametrize("typed", ["segformer_b0", "mit_b0", "segformer-b0"])
+def test_suggestions_find_the_tokens(typed):
+    with pytest.raises(segzoo.UnknownModelError) as info:
+        segzoo.model_info(typed)
+    suggested = str(info.value).split("did you mean: ")[1].rstrip("?").split(", ")
+    assert set(suggested) == set(segzoo.list_models("segformer_mit_b0_*"))
+
+
+def test_empty_listing_says_why(capsys):
+    assert cli_main(["list-models", "segformr_*"]) == 1
+    cap = capsys.readouterr()
+    assert cap.out == "" and "no model matches 'segformr_*'; did you mean 'segformer_*'?" in cap.err
+    assert cli_main(["list-models", "--dataset", "citiscapes"]) == 1
+    assert "no dataset 'citiscapes'; did you mean cityscapes?" in capsys.readouterr().err
+    assert cli_main(["list-models", "upernet_swin_*", "--dataset", "voc"]) == 1
+    assert "it exists for dataset ade20k" in capsys.readouterr().err
+    assert segzoo.list_models("SegFormer_*") == segzoo.list_models("segformer_*") != []  # any case
+
+
+def test_cli_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli_main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"segzoo {segzoo.__version__}"
+
+
+def test_pretrained_filter_drops_records_without_weights():
+    import dataclasses
+
+    from segzoo.registry import get_record, register, unregister
+    rec = get_record("fcn_resnet50_os16_voc")
+    register(dataclasses.replace(rec, name="test_registry_no_weights_voc", weights=(), source={}))
+    try:
+        assert "test_registry_no_weights_voc" in segzoo.list_models("test_registry_*")
+        assert segzoo.list_models("test_registry_*", pretrained=True) == []
+        assert "test_registry_no_weights_voc" not in segzoo.list_models(pretrained=True)
+    finally:
+        unregister("test_registry_no_weights_voc")
