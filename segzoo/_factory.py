@@ -2,19 +2,17 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
 
+from .errors import CheckpointMismatchError
 from .registry import get_record
 
 _log = logging.getLogger("segzoo")
-
-
-class CheckpointMismatchError(RuntimeError):
-    """A checkpoint whose keys or shapes do not match the model exactly."""
 
 
 def _merge(base: dict, over: dict, path: str = "") -> dict:
@@ -57,39 +55,76 @@ def _reset_classifiers(model: nn.Module, num_classes: int) -> list[str]:
     return names
 
 
+def checkpoint_num_classes(sd: Mapping[str, torch.Tensor]) -> int | None:
+    """The class count a segzoo-layout state dict was trained for (its decode head's classifier)."""
+    w = sd.get("decode_head.classifier.weight")
+    return int(w.shape[0]) if w is not None and w.ndim == 4 else None
+
+
+def _adapt_record(record, num_classes: int, class_names=None):
+    """``record`` for a model with ``num_classes`` outputs: class names given, kept when the count
+    is the record's, cleared otherwise (with the dataset and metrics, which no longer apply)."""
+    if class_names is not None:
+        class_names = tuple(str(c) for c in class_names)
+        if len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class_names for num_classes={num_classes}")
+    if num_classes == record.num_classes:
+        return record if class_names is None else dataclasses.replace(record, class_names=class_names)
+    return dataclasses.replace(record, num_classes=num_classes, class_names=class_names or (), metrics={},
+                               dataset="", arch=dict(record.arch, num_classes=num_classes))
+
+
 def create_model(name: str, pretrained: bool = False, *, num_classes: int | None = None, checkpoint=None,
-                 pretrained_backbone: bool = False, device=None, **overrides: Any):
+                 pretrained_backbone: bool = False, device=None, class_names=None, **overrides: Any):
     from . import hub
     from .models import build_model
 
-    if isinstance(name, str) and name.startswith(("hf-hub:", "local-dir:")):
+    if num_classes is not None and (not isinstance(num_classes, int) or isinstance(num_classes, bool)
+                                    or num_classes < 1):
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    if isinstance(name, str) and name.startswith(("hf-hub:", "local-dir:")):  # weights from there, always
         record = hub.record_from_pretrained_dir(name)
         checkpoint = checkpoint or name
     else:
         record = get_record(name)
     arch = _merge(record.arch, overrides) if overrides else copy.deepcopy(dict(record.arch))
+    provenance: dict = {"model": record.name, "source": dict(record.source)}
     if checkpoint is not None or pretrained:
-        model = build_model(arch, num_classes=arch["num_classes"])
-
         def load(sd, fmt, src):  # a "timm" checkpoint is a backbone-only one
             load_state_dict_strict(model, sd, prefix="backbone." if fmt == "timm" else "", source=src)
 
         if checkpoint is not None:
             sd, fmt, src = hub.load_checkpoint(checkpoint, arch)
+            saved = hub.saved_config(checkpoint)  # config.json beside a save_pretrained folder
+            # the checkpoint's own head size builds the model it fits (a fine-tuned model's, say)
+            own = checkpoint_num_classes(sd) if fmt != "timm" else None
+            if own is not None and own != arch["num_classes"]:
+                arch["num_classes"] = own
+                record = _adapt_record(record, own, (saved or {}).get("class_names") or None)
+            elif saved and saved.get("class_names") and len(saved["class_names"]) == arch["num_classes"]:
+                record = _adapt_record(record, arch["num_classes"], saved["class_names"])
+            model = build_model(arch, num_classes=arch["num_classes"])
             load(sd, fmt, src)
+            provenance.update(init="checkpoint", checkpoint=src, format=fmt,
+                              previous=(saved or {}).get("provenance"))
         else:  # the hub caches the conversion once it loaded
+            model = build_model(arch, num_classes=arch["num_classes"])
             sd, fmt, src = hub.load_pretrained(record, arch, load=load)
+            provenance.update(init="pretrained", checkpoint=src, format=fmt)
         _log.info("%s: loaded %s weights from %s", record.name, fmt, src)
         if num_classes is not None and num_classes != arch["num_classes"]:
             reset = _reset_classifiers(model, num_classes)
             model.arch = dict(model.arch, num_classes=num_classes)
+            provenance["new_classifier"] = {"num_classes": num_classes, "was": arch["num_classes"], "layers": reset}
             _log.warning("%s: num_classes=%d differs from the checkpoint's %d; re-initialised %s",
                          record.name, num_classes, arch["num_classes"], ", ".join(reset))
+        if pretrained_backbone:
+            _log.info("pretrained_backbone ignored: the full checkpoint already sets the backbone")
     else:
         model = build_model(arch, num_classes=num_classes, pretrained_backbone=pretrained_backbone)
-    if pretrained_backbone and (checkpoint is not None or pretrained):
-        _log.info("pretrained_backbone ignored: the full checkpoint already sets the backbone")
-    model.record = record
+        provenance.update(init="random", pretrained_backbone=bool(pretrained_backbone))
+    model.record = _adapt_record(record, int(model.arch["num_classes"]), class_names)
+    model.provenance = provenance
     if device is not None:
         model.to(torch.device(device))
     return model.eval()

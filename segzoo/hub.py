@@ -30,6 +30,7 @@ from urllib.parse import unquote, urlsplit
 import torch
 
 from .convert import to_segzoo
+from .errors import ChecksumMismatchError, WeightsUnavailableError
 
 __all__ = ["WeightsUnavailableError", "ChecksumMismatchError", "cache_root", "read_state_dict", "load_checkpoint",
            "load_pretrained", "fetch_weights", "download_url", "hub_download", "record_from_pretrained_dir",
@@ -39,14 +40,6 @@ _log = logging.getLogger("segzoo")
 
 _HUB_DEFAULT_FILES = ("model.safetensors", "pytorch_model.bin")
 _CHUNK = 1 << 20
-
-
-class WeightsUnavailableError(RuntimeError):
-    """No source of a checkpoint could serve it (gone, unreachable, offline and not cached)."""
-
-
-class ChecksumMismatchError(RuntimeError):
-    """A downloaded file whose sha256 differs from the one the record or the ledger knows."""
 
 
 # ---- environment ---------------------------------------------------------------------------------
@@ -450,7 +443,11 @@ def fetch_weights(sources: Iterable[Mapping], *, label: str = "checkpoint") -> t
         else:
             _log.info("%s: weights served by %s", label, desc)
         return path, src
-    raise WeightsUnavailableError(f"no weights for {label}: " + "; ".join(failures))
+    raise WeightsUnavailableError(
+        f"no weights for {label}: {'its source' if len(failures) == 1 else f'none of its {len(failures)} sources'} "
+        "could serve them; connect to the network (or set HF_ENDPOINT to a reachable Hub mirror), download the "
+        "file into the cache beforehand, or pass checkpoint=<local file>. Tried:\n"
+        + "\n".join(f"  - {f}" for f in failures))
 
 
 # ---- checkpoints ---------------------------------------------------------------------------------
@@ -468,6 +465,23 @@ def _resolve_checkpoint(checkpoint: str) -> tuple[Path, str]:
     if checkpoint.startswith("local-dir:"):
         checkpoint = checkpoint[len("local-dir:"):]
     return Path(checkpoint).expanduser(), checkpoint
+
+
+def saved_config(checkpoint) -> dict | None:
+    """The ``config.json`` that ``save_pretrained`` wrote beside a local checkpoint (the folder itself,
+    ``local-dir:`` or a file inside it), or None."""
+    if isinstance(checkpoint, Mapping):
+        return None
+    spec = os.fspath(checkpoint)
+    if spec.startswith(("hf-hub:", "http://", "https://")):
+        return None
+    path = Path(spec[len("local-dir:"):] if spec.startswith("local-dir:") else spec).expanduser()
+    cfg_path = path / "config.json" if path.is_dir() else path.with_name("config.json")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return cfg if isinstance(cfg, dict) and isinstance(cfg.get("arch"), dict) else None
 
 
 def load_checkpoint(checkpoint, arch: dict, fmt: str | None = None):
@@ -595,6 +609,8 @@ def save_pretrained(model, save_directory, *, name: str | None = None, class_nam
     folder = Path(save_directory).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     cfg = _config_dict(model, name=name, class_names=class_names)
+    if getattr(model, "provenance", None):
+        cfg["provenance"] = _jsonable(model.provenance)
     if provenance:
         cfg["converted_from"] = dict(provenance)
     _atomic_save_safetensors(model.state_dict(), folder / "model.safetensors",
@@ -603,7 +619,7 @@ def save_pretrained(model, save_directory, *, name: str | None = None, class_nam
     from .cards import render_model_card
     from .registry import ModelRecord
     record = ModelRecord(**_record_kwargs(cfg))
-    card = render_model_card(record, num_classes=cfg["num_classes"])
+    card = render_model_card(record, provenance=cfg.get("provenance"))
     if repo_id:
         card = card.replace("hf-hub:<this repo>", f"hf-hub:{repo_id}")
     _atomic_write_bytes(folder / "README.md", card.encode())
@@ -639,13 +655,12 @@ def record_from_pretrained_dir(spec: str):
     """A :class:`ModelRecord` for ``hf-hub:org/repo[@revision]`` or ``local-dir:/path``, read from the
     folder's ``config.json`` (as written by :func:`save_pretrained`). A Hub repo that a registered
     record already names as its weights (e.g. a transformers repo) resolves to that record."""
-    from .registry import ModelRecord, _REGISTRY, _ensure_loaded
+    from .registry import ModelRecord, get_record, resolve_name
     if spec.startswith("hf-hub:"):
         repo, revision, _ = _parse_hf_spec(spec)
-        _ensure_loaded()
-        for rec in _REGISTRY.values():
-            if any(w.get("hf_hub_id") == repo for w in rec.weights):
-                return rec
+        known = resolve_name(repo)  # a registered record's repo: that record
+        if known is not None:
+            return get_record(known)
         path = hub_download(repo, "config.json", revision=revision)
         weights = ({"hf_hub_id": repo, "filename": "model.safetensors", "revision": revision or "main",
                     "format": "segzoo"},)

@@ -14,6 +14,7 @@ import os
 import socket
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -21,7 +22,7 @@ import segzoo
 from segzoo import hub
 from segzoo._factory import CheckpointMismatchError
 from segzoo.hub import ChecksumMismatchError, WeightsUnavailableError
-from segzoo.registry import ModelRecord, _REGISTRY, register
+from segzoo.registry import ModelRecord, register, unregister
 from _ssseg import randomize_, rel_diff, ssseg_config, ssseg_logits
 from hub_emulator import HubEmulator
 
@@ -74,7 +75,7 @@ def make_record(ref):
             source={"project": "sssegmentation", "config": "fcn_resnet50os16_voc"}))
     yield make
     for n in names:
-        _REGISTRY.pop(n, None)
+        unregister(n)
 
 
 def _logits(model):
@@ -154,9 +155,11 @@ def test_each_kind_of_gone_source_falls_through(env, monkeypatch, caplog):
 
     with pytest.raises(WeightsUnavailableError) as info:
         hub.fetch_weights(sources[:3], label="all_gone")
-    msg = str(info.value)
-    assert "\n" not in msg and msg.startswith("no weights for all_gone: ")
-    assert "hf-hub:nobody/nothing/model.safetensors" in msg and env.url("gone/weights.bin") in msg
+    first, *tried = str(info.value).splitlines()
+    assert first.startswith("no weights for all_gone: none of its 3 sources could serve them; ")
+    assert "HF_ENDPOINT" in first and "checkpoint=" in first  # what to do, on the first line
+    assert len(tried) == 3 and all(line.startswith("  - ") for line in tried)  # each source tried, one a line
+    assert "hf-hub:nobody/nothing/model.safetensors" in tried[0] and env.url("gone/weights.bin") in tried[1]
 
 
 def test_unreachable_hub_serves_the_cache_or_fails_fast(env, monkeypatch):
@@ -232,10 +235,13 @@ def test_offline_with_empty_cache_is_one_clear_error(env, make_record, monkeypat
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(WeightsUnavailableError) as info:
         segzoo.create_model(rec.name, pretrained=True)
-    msg = str(info.value)
-    assert "\n" not in msg
-    assert "hf-hub:segzoo-mirror/offline-fcn/model.safetensors: not in the Hugging Face cache and HF_HUB_OFFLINE" in msg
-    assert f"{url} (fcn.pth) is not in the cache and HF_HUB_OFFLINE is set" in msg
+    first, *tried = str(info.value).splitlines()
+    assert first.startswith(f"no weights for {rec.name}: none of its 2 sources could serve them; connect to the "
+                            "network (or set HF_ENDPOINT to a reachable Hub mirror), download the file into the cache "
+                            "beforehand, or pass checkpoint=<local file>")
+    assert tried[0] == ("  - hf-hub:segzoo-mirror/offline-fcn/model.safetensors: not in the Hugging Face cache and "
+                        "HF_HUB_OFFLINE is set")
+    assert tried[1] == f"  - {url} (fcn.pth) is not in the cache and HF_HUB_OFFLINE is set"
     with pytest.raises(WeightsUnavailableError, match=r"hf-hub:org/saved-model/config\.json: not in the Hugging Face"):
         segzoo.create_model("hf-hub:org/saved-model")
     assert env.log == []
@@ -394,7 +400,7 @@ def test_transformers_hub_record(env, tmp_path):
         by_repo = segzoo.create_model("hf-hub:nvidia/segformer-tiny-test")
         assert by_repo.record is rec and torch.equal(_logits(by_repo), _logits(model))
     finally:
-        _REGISTRY.pop(rec.name, None)
+        unregister(rec.name)
 
 
 def test_pretrained_backbone_through_timm_and_the_hub(env, tmp_path):
@@ -413,3 +419,57 @@ def test_pretrained_backbone_through_timm_and_the_hub(env, tmp_path):
     assert all(torch.equal(ours[k], imagenet[k]) for k in ours)
     fresh = segzoo.create_model("fcn_resnet50_os16_voc")
     assert not torch.equal(fresh.backbone.state_dict()["layer1.0.conv1.weight"], imagenet["layer1.0.conv1.weight"])
+
+
+# ---- fine-tuning round trip ---------------------------------------------------------------------
+def test_fine_tuned_model_reloads_under_its_name(env, ref, make_record, tmp_path, capsys):
+    """create_model(name, pretrained, num_classes=3) -> save_pretrained(dir) -> create_model(name,
+    checkpoint=dir) (with or without num_classes), local-dir: and segzoo predict --checkpoint all
+    give the saved model back; the record and the card say what the model is."""
+    from PIL import Image
+
+    from segzoo.cli import main as cli_main
+    _, ckpt, _ = ref
+    url = env.add_url_file("rel/fcn5.pth", ckpt)
+    rec = make_record("test_hub_finetune_base", [{"url": url, "filename": "fcn5.pth", "format": "sssegmentation"}])
+    model = segzoo.create_model(rec.name, pretrained=True, num_classes=3, class_names=["sky", "road", "car"])
+    assert model.num_classes == 3
+    assert (model.record.num_classes, model.record.class_names, model.record.metrics) == (3, ("sky", "road", "car"), {})
+    assert rec.num_classes == 5  # the registered record itself is untouched
+    with torch.no_grad():  # "fine-tuning": the new classifier learns something
+        model.decode_head.classifier.bias.copy_(torch.tensor([0.3, -0.2, 0.1]))
+    expected = _logits(model)
+    out = model.save_pretrained(tmp_path / "ft3")
+    card = (out / "README.md").read_text()
+    assert "3 classes (sky, road, car)" in card
+    assert f"The weights of `{rec.name}`, converted from SSSegmentation `fcn_resnet50os16_voc`" in card
+    assert "fine-tuned from them to 3 classes" in card and "replace the 5-class ones" in card
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["num_classes"] == 3 and cfg["provenance"]["new_classifier"]["num_classes"] == 3
+
+    for kwargs in ({}, {"num_classes": 3}):
+        again = segzoo.create_model(rec.name, checkpoint=tmp_path / "ft3", **kwargs)
+        assert again.num_classes == 3 and again.record.class_names == ("sky", "road", "car")
+        assert torch.equal(_logits(again), expected)
+    by_dir = segzoo.create_model(f"local-dir:{tmp_path / 'ft3'}")
+    assert torch.equal(_logits(by_dir), expected)
+    resaved = segzoo.create_model(rec.name, checkpoint=tmp_path / "ft3", num_classes=2)
+    assert resaved.num_classes == 2 and resaved.record.class_names == ()
+
+    img = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(img)
+    rc = cli_main(["predict", str(img), "--model", rec.name, "--checkpoint", str(tmp_path / "ft3"),
+                   "--out", str(tmp_path / "pred")])
+    assert rc == 0, capsys.readouterr().err
+    labels = np.asarray(Image.open(tmp_path / "pred" / "photo_labels.png"))
+    assert labels.shape == (40, 56) and labels.max() < 3
+    assert np.array_equal(labels, by_dir.predict(np.asarray(Image.open(img))))
+
+
+def test_random_model_card_says_so(ref, make_record, tmp_path):
+    rec = make_record("test_hub_random_card", [])
+    model = segzoo.create_model(rec.name, num_classes=4)
+    assert model.record.num_classes == 4 and model.record.class_names == () and model.record.dataset == ""
+    card = (model.save_pretrained(tmp_path / "rand") / "README.md").read_text()
+    assert "Randomly initialised (no pretrained weights)." in card
+    assert "onverted" not in card

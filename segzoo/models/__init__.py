@@ -1,4 +1,4 @@
 """Networks: backbones, heads and the segmentor that joins them."""
-from .segmentor import Segmentor, build_model
+from .segmentor import Segmentor, build_model, count_parameters
 
-__all__ = ["Segmentor", "build_model"]
+__all__ = ["Segmentor", "build_model", "count_parameters"]

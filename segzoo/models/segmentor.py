@@ -10,7 +10,7 @@ from .backbones import build_backbone
 from .heads import build_head
 from .layers import resize
 
-__all__ = ["Segmentor", "build_model"]
+__all__ = ["Segmentor", "build_model", "count_parameters"]
 
 
 class Segmentor(nn.Module):
@@ -36,6 +36,16 @@ class Segmentor(nn.Module):
     def num_classes(self) -> int:
         return self.decode_head.classifier.out_channels
 
+    @property
+    def min_input_size(self) -> int:
+        """The smallest image side the network accepts (inference pads smaller images up to it)."""
+        return int(getattr(self.backbone, "min_input_size", 1))
+
+    @property
+    def frozen_inference_pays(self) -> bool:
+        """Whether slide inference on the CPU should run a traced, frozen copy of this network."""
+        return bool(getattr(self.backbone, "frozen_inference_pays", False))
+
     def forward(self, x: torch.Tensor):
         feats = self.backbone(x)
         logits = self.decode_head(feats)
@@ -48,9 +58,24 @@ class Segmentor(nn.Module):
         return resize(self(x), x.shape[-2:], self.align_corners)
 
     # --- user-facing methods, implemented in their own modules ---------------------------------
-    def predict(self, image, **kwargs):
+    def predict(self, image, *, mode: str | None = None, crop_size=None, stride=None, scales=None,
+                flip: bool | None = None, output: str = "labels", batch_size: int | None = None, device=None,
+                score_device=None, resize=None, optimize: bool | None = None):
+        """Segment ``image``: a path, PIL image, HxWx3 uint8 numpy array (float arrays: 0..255), or a
+        list of those. Returns, at the input's size, an HxW int64 array of class ids
+        (``output="labels"``), CxHxW float32 probabilities (``"probs"``) or logits (``"logits"``);
+        a list for a list input.
+
+        Unset arguments follow the model's record (its test protocol): ``mode`` ("whole" or
+        "slide"), ``crop_size`` and ``stride`` of the slide windows (int or (h, w)), ``scales``
+        (multi-scale), ``flip``, ``resize`` (the test-time resize; False skips it) and the
+        normalisation. ``batch_size``: slide windows per forward pass; ``device``: move the model
+        first; ``score_device``: where the full-size score buffer lives; ``optimize``: the CPU
+        fast path for slide windows (None: where it pays). See ``segzoo.inference.predict``."""
         from ..inference import predict
-        return predict(self, image, **kwargs)
+        return predict(self, image, mode=mode, crop_size=crop_size, stride=stride, scales=scales, flip=flip,
+                       output=output, batch_size=batch_size, device=device, score_device=score_device,
+                       resize=resize, optimize=optimize)
 
     def save_pretrained(self, save_directory, **kwargs):
         from ..hub import save_pretrained
@@ -72,3 +97,19 @@ def build_model(arch: Mapping[str, Any], num_classes: int | None = None, pretrai
     model = Segmentor(backbone, head, aux, align_corners)
     model.arch = dict(arch, num_classes=num_classes)
     return model
+
+
+_PARAMS: dict[str, int] = {}
+
+
+def count_parameters(arch: Mapping[str, Any], *, inference_only: bool = True) -> int:
+    """Parameters of the network ``arch`` describes, counted on the meta device (nothing is
+    allocated); ``inference_only`` leaves out the training-only auxiliary heads."""
+    import json
+    if inference_only:
+        arch = dict(arch, aux_heads=[])
+    key = json.dumps(arch, sort_keys=True, default=list)
+    if key not in _PARAMS:
+        with torch.device("meta"):
+            _PARAMS[key] = sum(p.numel() for p in build_model(arch).parameters())
+    return _PARAMS[key]

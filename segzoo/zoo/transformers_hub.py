@@ -2,13 +2,16 @@
 from openmmlab and Segformer (MiT-b0..b5) from nvidia.
 
 Architectures follow each repo's config.json; test-time protocols follow the mmsegmentation
-configs those checkpoints were converted from. Metrics are left empty where the repo reports none.
+configs those checkpoints were converted from. The repos report no metric themselves: mIoU
+(single scale, and ``mIoU_ms`` with multi-scale + flip) and the training recipe come from the
+published tables and configs cited in ``data/transformers_hub.json`` (``source.metrics_source``,
+``recipe.source``) for the checkpoint each repo was converted from.
 """
 from __future__ import annotations
 
 from ..convert.sssegmentation import CONVNEXT_SIZES
 from ..registry import ModelRecord, register
-from . import dataset_meta
+from . import dataset_meta, load_data
 
 _IMAGENET = {"mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]}
 _HUB_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -43,6 +46,16 @@ def _inference(mode: str, crop: int | None, resize: list) -> dict:
             "probs_before_resize": False, "resize": {"size": resize, "keep_ratio": True}}
 
 
+def _published(name: str, repo: str) -> dict:
+    """metrics, source and recipe of a Hub record from its published tables (data/transformers_hub.json)."""
+    pub = load_data("transformers_hub")[name]
+    if pub["repo_id"] != repo:
+        raise ValueError(f"data/transformers_hub.json: {name} is {pub['repo_id']}, expected {repo}")
+    source = {"project": "transformers", "repo_id": repo, "converted_from": pub["converted_from"],
+              "metrics_source": pub["metrics_source"]}
+    return {"metrics": dict(pub["metrics"]), "source": source, "recipe": pub["recipe"]}
+
+
 def _records() -> list[ModelRecord]:
     recs = []
     ade = dataset_meta("ade20k")
@@ -54,7 +67,7 @@ def _records() -> list[ModelRecord]:
             name=f"upernet_swin_{v}_ade20k", architecture="upernet", backbone=f"swin_{v}", dataset="ade20k",
             num_classes=150, arch=_uper_arch(bb, 150), class_names=tuple(ade["class_names"]), crop_size=(512, 512),
             inference=_inference("whole", None, [2048, 512]), normalization=_IMAGENET, weights=_weights(repo),
-            source={"project": "transformers", "repo_id": repo}))
+            **_published(f"upernet_swin_{v}_ade20k", repo)))
     for v, crop in _CONVNEXT_CROP.items():
         depths, dims = CONVNEXT_SIZES[v]
         bb = {"type": "convnext", "depths": list(depths), "dims": list(dims), "layer_scale_init_value": 1.0,
@@ -64,7 +77,7 @@ def _records() -> list[ModelRecord]:
             name=f"upernet_convnext_{v}_ade20k", architecture="upernet", backbone=f"convnext_{v}", dataset="ade20k",
             num_classes=150, arch=_uper_arch(bb, 150), class_names=tuple(ade["class_names"]), crop_size=(crop, crop),
             inference=_inference("slide", crop, [2048, crop]), normalization=_IMAGENET, weights=_weights(repo),
-            source={"project": "transformers", "repo_id": repo}))
+            **_published(f"upernet_convnext_{v}_ade20k", repo)))
     for v, (dims, depths, channels) in _MIT.items():
         bb = {"type": "mit", "embed_dims": dims, "num_heads": [1, 2, 5, 8], "depths": depths, "sr_ratios": [8, 4, 2, 1],
               "patch_sizes": [7, 3, 3, 3], "strides": [4, 2, 2, 2], "mlp_ratio": 4.0, "qkv_bias": True,
@@ -87,7 +100,7 @@ def _records() -> list[ModelRecord]:
                 name=f"segformer_mit_{v}_{dataset}", architecture="segformer", backbone=f"mit_{v}", dataset=dataset,
                 num_classes=n, arch=arch, class_names=tuple(meta["class_names"]), crop_size=(crop, crop),
                 inference=inf, normalization=_IMAGENET, weights=_weights(repo),
-                source={"project": "transformers", "repo_id": repo}))
+                **_published(f"segformer_mit_{v}_{dataset}", repo)))
     return recs
 
 
