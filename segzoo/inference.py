@@ -30,6 +30,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .errors import InvalidImageError
+
 __all__ = ["InvalidImageError", "InferenceConfig", "predict", "predict_command", "load_image", "resolve_config",
            "resized_shape", "window_grid", "whole_inference", "slide_inference", "frozen_forward", "default_batch_size", "colorize",
            "overlay"]
@@ -37,10 +39,6 @@ __all__ = ["InvalidImageError", "InferenceConfig", "predict", "predict_command",
 _IMAGENET = {"mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]}
 _OUTPUTS = ("labels", "probs", "logits")
 _IMAGE_HINT = "pass a path, a PIL image or an HxWx3 uint8 numpy array"
-
-
-class InvalidImageError(ValueError):
-    """An input that cannot be read as an RGB image; the message says why in one line."""
 
 
 # ---- images ---------------------------------------------------------------------------------------
@@ -86,6 +84,11 @@ def _from_array(arr: np.ndarray, what: str) -> np.ndarray:
         if not np.isfinite(arr).all():
             raise InvalidImageError(f"{what}: float array contains NaN or infinite values")
         arr = arr.astype(np.float32, copy=False)
+        if arr.min() >= 0.0 and arr.max() <= 1.0:
+            import warnings
+            warnings.warn(f"{what}: every value of this float image lies within 0..1, but float images are read "
+                          "as 0..255 (like uint8); multiply by 255 first if it is a 0..1 image", UserWarning,
+                          stacklevel=4)
     else:
         raise InvalidImageError(f"{what}: unsupported dtype {arr.dtype}; expected uint8 (or float with 0..255 values)")
     if arr.shape[2] == 1:
@@ -240,11 +243,27 @@ def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.float32
 
 
+def _pad_to_min(x: torch.Tensor, min_size: int) -> torch.Tensor:
+    """``x`` zero-padded (the mean colour, once normalised) at the bottom and right so that each side
+    is at least ``min_size``; ``x`` itself when it is large enough."""
+    h, w = x.shape[-2:]
+    if h >= min_size and w >= min_size:
+        return x
+    return F.pad(x, (0, max(min_size - w, 0), 0, max(min_size - h, 0)))
+
+
 @torch.inference_mode()
 def whole_inference(model: nn.Module, x: torch.Tensor, *, probs: bool = False) -> torch.Tensor:
-    """Scores of the whole normalised batch ``x`` at the head's resolution (softmax with ``probs``)."""
+    """Scores of the whole normalised batch ``x`` at the head's resolution (softmax with ``probs``).
+    An image smaller than the network's ``min_input_size`` is padded up to it and its scores come
+    back cropped to the image, at the image's resolution."""
     device, dtype = _model_device_dtype(model)
-    out = model(x.to(device=device, dtype=dtype)).float()
+    x = x.to(device=device, dtype=dtype)
+    xp = _pad_to_min(x, int(getattr(model, "min_input_size", 1)))
+    out = model(xp).float()
+    if xp is not x:
+        ac = bool(getattr(model, "align_corners", False))
+        out = F.interpolate(out, size=xp.shape[-2:], mode="bilinear", align_corners=ac)[..., :x.shape[-2], :x.shape[-1]]
     return out.softmax(dim=1) if probs else out
 
 
@@ -269,29 +288,96 @@ def _weights_version(model: nn.Module) -> tuple:
     return tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
 
 
+def _agrees(fast: torch.Tensor, eager: torch.Tensor, rtol: float = 1e-4) -> bool:
+    """Fast-path logits equal the eager ones to float rounding: within ``rtol`` of the largest
+    logit, and the same label wherever the eager top-two margin exceeds twice that difference."""
+    if fast.shape != eager.shape or not torch.isfinite(fast).all():
+        return False
+    diff = float((fast - eager).abs().max())
+    if diff > rtol * float(eager.abs().max().clamp_min(1e-12)):
+        return False
+    if eager.shape[1] < 2:
+        return True
+    top2 = eager.topk(2, dim=1).values
+    clear = (top2[:, 0] - top2[:, 1]) > 2 * diff
+    return bool((fast.argmax(1) == eager.argmax(1))[clear].all())
+
+
+class _FastForward:
+    """The network of one input shape, traced and frozen for inference, checked against the eager
+    network on its first input and given up for the eager one on any failure.
+
+    Candidates, in order: ``torch.jit.optimize_for_inference`` of the frozen trace (BatchNorm folded
+    into the convs, weights pre-packed for oneDNN), then the frozen trace alone. The first call runs
+    the eager network and each candidate on the same input and keeps the first candidate whose
+    logits agree (:func:`_agrees`); a failure at trace time, at run time or a disagreement moves on,
+    and when none is left the eager network serves every call. A later run-time failure of the
+    kept candidate falls back the same way. Each fallback is one debug log line."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.fast = None
+        self.state = "new"  # new -> fast | eager
+
+    def _give_up(self, what: str, exc) -> None:
+        import logging
+        logging.getLogger("segzoo").debug("fast inference path (%s) not used for %s: %s", what,
+                                          type(self.model).__name__, exc)
+
+    def _candidates(self, x: torch.Tensor):
+        import warnings
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TracerWarnings: the trace is specialised to this shape on purpose
+            traced = torch.jit.trace(self.model.eval(), torch.zeros(x.shape, dtype=x.dtype, device=x.device),
+                                     check_trace=False)
+        for what, build in (("optimize_for_inference", lambda: torch.jit.optimize_for_inference(torch.jit.freeze(traced))),
+                            ("freeze", lambda: torch.jit.freeze(traced))):
+            with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                yield what, build()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.state == "eager":
+            return self.model(x)
+        if self.state == "fast":
+            try:
+                return self.fast(x)
+            except Exception as exc:  # noqa: BLE001 - any run-time failure: the eager network serves
+                self._give_up("run", exc)
+                self.state, self.fast = "eager", None
+                return self.model(x)
+        eager = self.model(x)
+        try:
+            for what, fn in self._candidates(x):
+                try:
+                    out = fn(x)
+                except Exception as exc:  # noqa: BLE001
+                    self._give_up(what, exc)
+                    continue
+                if _agrees(out.float(), eager.float()):
+                    self.state, self.fast = "fast", fn
+                    return out
+                self._give_up(what, "logits differ from the eager network's")
+        except Exception as exc:  # noqa: BLE001 - tracing failed
+            self._give_up("trace", exc)
+        self.state = "eager"
+        return eager
+
+
 def frozen_forward(model: nn.Module, example: torch.Tensor):
-    """A CPU fast path for many forward passes of one input shape: the eval-mode network traced for
-    that shape, frozen and optimised for inference (BatchNorm folded into the convs, weights
-    pre-packed for oneDNN). Its logits equal the eager ones to float rounding (~1e-6 relative).
-    Cached on the model per (shape, dtype) and rebuilt when the weights change; falls back to the
-    eager model where tracing is not possible."""
+    """A CPU fast path for many forward passes of one input shape (see :class:`_FastForward`): a
+    traced, frozen, BatchNorm-folded copy of the eval-mode network, verified against the eager one
+    on its first input; equal to float rounding (~1e-6 relative), never failing where the eager
+    network works. Cached on the model per (shape, dtype, device) and rebuilt when the weights change;
+    one shape at a time (a frozen graph holds its own copy of the weights)."""
     cache = model.__dict__.setdefault("_segzoo_frozen", {})
     key = (tuple(example.shape), example.dtype, str(example.device))
     version = _weights_version(model)
     hit = cache.get(key)
     if hit is not None and hit[0] == version:
         return hit[1]
-    import warnings
-    fn = model
-    try:
-        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # TracerWarnings: the trace is specialised to this shape on purpose
-            traced = torch.jit.trace(model.eval(), torch.zeros(example.shape, dtype=example.dtype), check_trace=False)
-            fn = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
-    except Exception as exc:  # noqa: BLE001 - any tracing failure means: run eagerly
-        import logging
-        logging.getLogger("segzoo").debug("frozen inference unavailable for %s: %s", type(model).__name__, exc)
-    cache.clear()  # one shape at a time: a frozen graph holds its own copy of the weights
+    cache.clear()
+    fn = _FastForward(model)
     cache[key] = (version, fn)
     return fn
 
@@ -307,8 +393,9 @@ def slide_inference(model: nn.Module, x: torch.Tensor, crop_size, stride, *, bat
     after it with ``probs``) and added in place into one float32 buffer on ``score_device``
     (default: ``x``'s device); the buffer is divided by the overlap count at the end. ``optimize``
     runs the windows through :func:`frozen_forward` (default: on the CPU when there are at least
-    three batches of windows). Besides that
-    buffer, memory holds one batch of windows, whatever the image size."""
+    three batches of windows and the network says a frozen copy pays, ``frozen_inference_pays``).
+    Windows smaller than the network's ``min_input_size`` are padded up to it and cropped back.
+    Besides the score buffer, memory holds one batch of windows, whatever the image size."""
     device, dtype = _model_device_dtype(model)
     batch_size = default_batch_size(device) if batch_size is None else batch_size
     if batch_size < 1:
@@ -320,12 +407,15 @@ def slide_inference(model: nn.Module, x: torch.Tensor, crop_size, stride, *, bat
     rows, cols = window_grid(height, width, crop_size, stride)
     windows = [(i, r, c) for i in range(n) for r in rows for c in cols]
     if optimize is None:  # worth a trace when the CPU runs the same window shape several times
-        optimize = device.type == "cpu" and len(windows) >= 3 * batch_size
+        optimize = (device.type == "cpu" and len(windows) >= 3 * batch_size
+                    and bool(getattr(model, "frozen_inference_pays", False)))
+    min_size = int(getattr(model, "min_input_size", 1))
     scores = up = staged = None
     for start in range(0, len(windows), batch_size):
         chunk = windows[start:start + batch_size]
         crops = torch.cat([x[i:i + 1, :, y1:y2, x1:x2] for i, (y1, y2), (x1, x2) in chunk])
-        crops = crops.to(device=device, dtype=dtype)
+        # windows smaller than the network accepts are padded up to it; the padding is cropped off below
+        crops = _pad_to_min(crops.to(device=device, dtype=dtype), min_size)
         net = frozen_forward(model, crops) if optimize and len(chunk) == batch_size else model
         logits = net(crops).float()
         b, c = logits.shape[:2]
@@ -334,11 +424,12 @@ def slide_inference(model: nn.Module, x: torch.Tensor, crop_size, stride, *, bat
                              device=logits.device)
             scores = torch.zeros((n, c, height, width), dtype=torch.float32, device=score_device)
         win = _upsample_into(logits, up[:b], align_corners)
+        win = win[..., :rows[0][1] - rows[0][0], :cols[0][1] - cols[0][0]]  # drop the padding, if any
         if probs:
             win = win.softmax(dim=1)
         if win.device != score_device:
             if staged is None:
-                staged = torch.empty(up.shape, dtype=torch.float32, device=score_device)
+                staged = torch.empty((up.shape[0], *win.shape[1:]), dtype=torch.float32, device=score_device)
             win = staged[:b].copy_(win)
         for k, (i, (y1, y2), (x1, x2)) in enumerate(chunk):
             scores[i, :, y1:y2, x1:x2] += win[k]
@@ -478,40 +569,91 @@ def overlay(rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: flo
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
+def _image_files(specs) -> tuple[list[Path], list[str]]:
+    """The image files named by ``specs`` (files, or folders whose image files are taken in sorted
+    order) and one message for each spec that names nothing usable."""
+    from PIL import Image
+    exts = {e.lower() for e in Image.registered_extensions()}
+    paths, problems = [], []
+    for spec in specs:
+        p = Path(spec)
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in exts)
+            if not found:
+                problems.append(f"{spec}: no image files in this folder")
+            paths.extend(found)
+        elif p.is_file():
+            paths.append(p)
+        else:
+            problems.append(f"{spec}: no such file or folder")
+    return paths, problems
+
+
 def predict_command(args) -> int:
-    """``segzoo predict IMAGES... --model NAME --out DIR``: writes ``<stem>_labels.png`` (uint8, or
-    uint16 beyond 256 classes) and ``<stem>_overlay.png`` per image and prints one line each."""
+    """``segzoo predict IMAGES_OR_FOLDERS... --model NAME --out DIR``: writes ``<stem>_labels.png``
+    (uint8, or uint16 beyond 256 classes; ``--output probs``: ``<stem>_probs.npy``, CxHxW float32)
+    and ``<stem>_overlay.png`` per image and prints one line each. Every readable image is
+    processed; each one that fails is named on stderr and the exit status is 1 at the end. The
+    output folder is created only when something is written to it."""
+    import sys
+
     from PIL import Image
 
     from . import create_model
 
-    paths = [Path(p) for p in args.images]
-    for p in paths:
-        if not p.is_file():
-            raise InvalidImageError(f"no such file: {str(p)!r}")
+    paths, problems = _image_files(args.images)
+    for msg in problems:
+        print(f"segzoo: error: {msg}", file=sys.stderr)
+    if not paths:
+        return 1
     out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = getattr(args, "checkpoint", None)
     model = create_model(args.model, pretrained=checkpoint is None, checkpoint=checkpoint,
                          device=getattr(args, "device", None))
     record = model.record
     num_classes = int(getattr(model, "num_classes", None) or record.num_classes)
     palette = _palette(num_classes, getattr(record, "dataset", None))
-    kwargs = {"mode": args.mode, "scales": args.scales, "flip": True if args.flip else None}
+    output = getattr(args, "output", None) or "labels"
+    kwargs = {"mode": args.mode, "scales": args.scales, "flip": True if args.flip else None, "output": output,
+              "crop_size": _cli_pair(getattr(args, "crop_size", None)), "stride": _cli_pair(getattr(args, "stride", None))}
     if getattr(args, "batch_size", None):
         kwargs["batch_size"] = args.batch_size
     used: set[str] = set()
+    failed = len(problems)
     for path in paths:
-        rgb = load_image(path, str(path))
-        labels = predict(model, rgb, **kwargs)
+        try:
+            rgb = load_image(path, str(path))
+            result = predict(model, rgb, **kwargs)
+        except InvalidImageError as exc:
+            print(f"segzoo: skipped: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        labels = result if output == "labels" else result.argmax(axis=0)
         stem, k = path.stem, 1
         while stem in used:
             stem, k = f"{path.stem}_{k}", k + 1
         used.add(stem)
-        label_path, overlay_path = out_dir / f"{stem}_labels.png", out_dir / f"{stem}_overlay.png"
-        dtype = np.uint8 if num_classes <= 256 else np.uint16
-        Image.fromarray(labels.astype(dtype)).save(label_path)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        overlay_path = out_dir / f"{stem}_overlay.png"
+        if output == "labels":
+            main_path = out_dir / f"{stem}_labels.png"
+            Image.fromarray(labels.astype(np.uint8 if num_classes <= 256 else np.uint16)).save(main_path)
+        else:
+            main_path = out_dir / f"{stem}_probs.npy"
+            np.save(main_path, result)
         Image.fromarray(overlay(rgb, labels, palette)).save(overlay_path)
         present = np.unique(labels)
-        print(f"{path}: {labels.shape[1]}x{labels.shape[0]}, {len(present)} classes -> {label_path}, {overlay_path}")
+        print(f"{path}: {labels.shape[1]}x{labels.shape[0]}, {len(present)} classes -> {main_path}, {overlay_path}")
+    if failed:
+        print(f"segzoo: {failed} of {len(paths) + len(problems)} inputs failed", file=sys.stderr)
+        return 1
     return 0
+
+
+def _cli_pair(values):
+    """``--crop-size 512`` or ``--crop-size 512 1024`` -> 512 or (512, 1024); None stays None."""
+    if not values:
+        return None
+    if len(values) > 2:
+        raise ValueError(f"expected one or two sizes (H [W]), got {len(values)}")
+    return values[0] if len(values) == 1 else tuple(values)

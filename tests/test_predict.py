@@ -170,7 +170,7 @@ def test_frozen_fast_path_matches_eager_and_follows_weight_changes(model):
     fast = slide_inference(model, x, optimize=True, **kw)
     assert rel_diff(fast, eager) <= 1e-5
     net = frozen_forward(model, x[:, :, :40, :48])
-    assert isinstance(net, torch.jit.ScriptModule)
+    assert net.state == "fast" and isinstance(net.fast, torch.jit.ScriptModule)  # verified on its first window
     assert frozen_forward(model, x[:, :, :40, :48]) is net  # cached per shape
     auto = predict(model, _image(70, 101, seed=4), mode="slide", resize=False, output="logits", **kw)
     assert rel_diff(torch.from_numpy(auto)[None], eager) <= 1e-5
@@ -415,3 +415,134 @@ def test_cli_predict_reports_a_bad_image(pair, tmp_path, capsys):
     assert rc == 1
     err = capsys.readouterr().err
     assert "nope.jpg" in err and "no such file" in err
+
+
+# ---- the fast path never breaks predict -----------------------------------------------------------
+def _fresh_fast_path(model):
+    model.__dict__.pop("_segzoo_frozen", None)
+
+
+@pytest.mark.parametrize("failure", ["trace", "run", "wrong"])
+def test_fast_path_falls_back_to_eager(model, monkeypatch, caplog, failure):
+    """A candidate that fails to build, fails at run time (as TorchScript's oneDNN adaptive pooling
+    did on PSPNet) or gives other logits is dropped with one debug line; the eager network serves."""
+    import logging
+
+    from segzoo import inference
+    x = _normalise(_image(70, 101, seed=4))
+    kw = dict(crop_size=(40, 48), stride=(24, 30), batch_size=1)
+    eager = slide_inference(model, x, optimize=False, **kw)
+
+    def broken(self, crops):
+        if failure == "trace":
+            raise RuntimeError("cannot trace this")
+
+        def fn(t):
+            if failure == "run":
+                raise RuntimeError("The following operation failed in the TorchScript interpreter")
+            return self.model(t) + 0.5
+        yield "broken", fn
+    monkeypatch.setattr(inference._FastForward, "_candidates", broken)
+    _fresh_fast_path(model)
+    caplog.set_level(logging.DEBUG, logger="segzoo")
+    fast = slide_inference(model, x, optimize=True, **kw)
+    assert torch.equal(fast, eager)
+    net = inference.frozen_forward(model, x[:, :, :40, :48])
+    assert net.state == "eager"
+    lines = [r for r in caplog.records if "fast inference path" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelno == logging.DEBUG
+    _fresh_fast_path(model)
+
+
+def test_fast_path_gives_up_when_the_kept_candidate_fails_later(model, monkeypatch):
+    from segzoo import inference
+    x = _normalise(_image(70, 101, seed=4))
+    kw = dict(crop_size=(40, 48), stride=(24, 30), batch_size=1)
+    eager = slide_inference(model, x, optimize=False, **kw)
+    calls = []
+
+    def flaky(self, crops):
+        def fn(t):
+            calls.append(1)
+            if len(calls) > 1:
+                raise RuntimeError("input size is not divisible by the output size")
+            return self.model(t)
+        yield "flaky", fn
+    monkeypatch.setattr(inference._FastForward, "_candidates", flaky)
+    _fresh_fast_path(model)
+    assert torch.equal(slide_inference(model, x, optimize=True, **kw), eager)
+    assert inference.frozen_forward(model, x[:, :, :40, :48]).state == "eager"
+    _fresh_fast_path(model)
+
+
+# ---- the method's signature and float images ------------------------------------------------------
+def test_model_predict_shows_its_signature_and_docstring(model):
+    import inspect
+    sig = inspect.signature(model.predict)
+    ref = inspect.signature(predict)
+    assert list(sig.parameters) == list(ref.parameters)[1:]  # all but predict's ``model``
+    for name, param in sig.parameters.items():
+        assert param.default == ref.parameters[name].default and param.kind == ref.parameters[name].kind, name
+    assert {"mode", "crop_size", "stride", "scales", "flip", "output"} <= set(sig.parameters)
+    assert "slide" in model.predict.__doc__ and "crop_size" in model.predict.__doc__
+
+
+def test_float_images_are_0_to_255_and_0_to_1_warns(model):
+    img = _image(40, 52, seed=3)
+    as_float = img.astype(np.float32)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.array_equal(predict(model, as_float), predict(model, img))
+    with pytest.warns(UserWarning, match="within 0..1.*multiply by 255"):
+        predict(model, as_float / 255.0)
+
+
+def test_errors_are_exported_from_segzoo():
+    from segzoo import errors
+    for name in ("InvalidImageError", "WeightsUnavailableError", "ChecksumMismatchError", "CheckpointMismatchError",
+                 "UnknownModelError"):
+        assert getattr(segzoo, name) is getattr(errors, name)
+    assert segzoo.InvalidImageError is InvalidImageError
+
+
+# ---- segzoo predict: folders, bad files, output options --------------------------------------------
+def test_cli_predict_folder_with_a_bad_file(pair, model, tmp_path, capsys, monkeypatch):
+    """Every readable image of the folder (sorted) is processed; the bad one is named on stderr and
+    the exit status is 1 at the end; --crop-size / --stride / --output probs reach predict."""
+    _, ckpt, _ = pair
+    _tiny_create_model(monkeypatch)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(_image(50, 70, seed=1)).save(folder / "b.png")
+    (folder / "a_broken.jpg").write_bytes(b"not a jpeg at all")
+    Image.fromarray(_image(64, 48, seed=2)).save(folder / "c.jpg", quality=95)
+    (folder / "notes.txt").write_text("not an image, not looked at")
+    out = tmp_path / "out"
+    rc = cli_main(["predict", str(folder), "--model", NAME, "--checkpoint", str(ckpt), "--out", str(out),
+                   "--mode", "slide", "--crop-size", "40", "48", "--stride", "24", "--output", "probs"])
+    cap = capsys.readouterr()
+    assert rc == 1
+    assert "a_broken.jpg" in cap.err and "cannot read" in cap.err and "1 of 3 inputs failed" in cap.err
+    assert "notes.txt" not in cap.err
+    done = cap.out.strip().splitlines()
+    assert [line.split(":")[0] for line in done] == [str(folder / "b.png"), str(folder / "c.jpg")]
+    assert sorted(p.name for p in out.iterdir()) == ["b_overlay.png", "b_probs.npy", "c_overlay.png", "c_probs.npy"]
+    probs = np.load(out / "b_probs.npy")
+    rgb = np.asarray(Image.open(folder / "b.png"))
+    expected = predict(model, rgb, mode="slide", crop_size=(40, 48), stride=24, output="probs")
+    assert probs.shape == expected.shape and np.allclose(probs, expected, atol=1e-5)
+
+
+def test_cli_predict_creates_out_only_when_writing(pair, tmp_path, capsys, monkeypatch):
+    _, ckpt, _ = pair
+    _tiny_create_model(monkeypatch)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG broken")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "out"
+    rc = cli_main(["predict", str(bad), str(empty), "--model", NAME, "--checkpoint", str(ckpt), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 1 and not out.exists()
+    assert "bad.png" in err and f"{empty}: no image files in this folder" in err

@@ -1,7 +1,10 @@
 """Backbone registry.
 
 A backbone is an ``nn.Module`` whose forward returns a list of NCHW feature maps
-(finest first) and which exposes ``out_channels`` (list) and ``reductions`` (list).
+(finest first) and which exposes ``out_channels`` (list) and ``reductions`` (list), and
+may declare ``min_input_size`` (the smallest side it accepts; inference pads smaller images up
+to it, default 1) and ``frozen_inference_pays`` (whether a traced, frozen, BatchNorm-folded copy
+runs faster than the eager network on the CPU, as measured for the family; default False).
 Builders are registered by type name with :func:`register_backbone`; each family
 module also provides ``convert_<format>(state_dict) -> state_dict`` functions that
 map a foreign backbone state dict (prefix already stripped) to its own keys.

@@ -42,6 +42,7 @@ class ConvNeXtBackbone(nn.Module):
     ``forward(x)`` returns the four stage outputs (strides 4, 8, 16, 32), each normalised by its
     ``out_norms`` layer, as NCHW tensors.
     """
+    frozen_inference_pays = True  # depthwise 7x7 convs + LayerNorm: ~1.1x per window when frozen (benchmarks/)
 
     def __init__(self, net: nn.Module):
         super().__init__()
@@ -49,6 +50,7 @@ class ConvNeXtBackbone(nn.Module):
         self.stages = net.stages
         self.out_channels = [int(f["num_chs"]) for f in net.feature_info]
         self.reductions = [int(f["reduction"]) for f in net.feature_info]
+        self.min_input_size = self.reductions[-1]  # unpadded stride-s stem and downsampling convs
         self.out_norms = nn.ModuleList(LayerNorm2d(c, eps=_EPS) for c in self.out_channels)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -131,6 +131,8 @@ class MiTStage(nn.Module):
 
 # ---- model ------------------------------------------------------------------------------------
 class MixVisionTransformer(nn.Module):
+    frozen_inference_pays = False  # attention + LayerNorm: the frozen copy was ~15% slower (benchmarks/)
+
     def __init__(self, embed_dims, num_heads, depths, sr_ratios, patch_sizes=(7, 3, 3, 3), strides=(4, 2, 2, 2),
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_path_rate: float = 0.0,
                  flavor: str = "sssegmentation", in_channels: int = 3):
@@ -144,7 +146,7 @@ class MixVisionTransformer(nn.Module):
                 f"{k} ({len(v)})" for k, v in lists.items()))
         norm_layer = partial(nn.LayerNorm, eps=_FLAVORS[flavor])
         proj_bias = qkv_bias or flavor == "transformers"
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         stages, start = [], 0
         for i, depth in enumerate(depths):
             stages.append(MiTStage(in_channels if i == 0 else embed_dims[i - 1], embed_dims[i], depth, num_heads[i],
@@ -157,6 +159,8 @@ class MixVisionTransformer(nn.Module):
         for s in strides:
             red *= s
             self.reductions.append(red)
+        # each stage's spatial-reduction conv (kernel = stride = sr) needs sr tokens per side
+        self.min_input_size = max(r * sr for r, sr in zip(self.reductions, sr_ratios))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         outs = []

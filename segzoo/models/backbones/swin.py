@@ -120,6 +120,7 @@ class SwinStage(nn.Module):
 class SwinTransformer(nn.Module):
     """Swin backbone: ``forward(x)`` returns the four stage outputs (strides p, 2p, 4p, 8p for patch
     size p), each normalised by its ``out_norms`` LayerNorm, as NCHW tensors. Any input size."""
+    frozen_inference_pays = False  # window attention: the frozen copy was ~10% slower (benchmarks/)
 
     def __init__(self, embed_dim: int = 96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size: int = 7,
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, patch_size: int = 4, drop_path_rate: float = 0.0,
@@ -131,13 +132,14 @@ class SwinTransformer(nn.Module):
         self.patch_embed = PatchEmbed(img_size=None, patch_size=patch_size, in_chans=in_chans, embed_dim=dims[0],
                                       norm_layer=nn.LayerNorm, output_fmt="NHWC", strict_img_size=False,
                                       dynamic_img_pad=True)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         self.layers = nn.Sequential(*[
             SwinStage(dims[max(i - 1, 0)], dims[i], depths[i], i > 0, num_heads[i], window_size, mlp_ratio, qkv_bias,
                       dpr[sum(depths[:i]):sum(depths[:i + 1])]) for i in range(n)])
         self.out_norms = nn.ModuleList(nn.LayerNorm(d) for d in dims)
         self.out_channels = dims
         self.reductions = [patch_size * 2 ** i for i in range(n)]
+        self.min_input_size = 1  # pads to the patch and window sizes itself
         self.apply(self._init_weights)
 
     @staticmethod

@@ -1,0 +1,89 @@
+"""Default paths on one record of every registered (architecture, backbone family) pair: slide
+predict's fast path agrees with the eager network, and any image from 1x1 up works in whole and
+slide mode. The pairs come from the registry (the lightest record of each), never from a list;
+each runs as a shallow variant (one block per stage, narrow heads) of its own structure."""
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import segzoo
+from segzoo.models import count_parameters
+
+
+def _one_record_per_pair() -> list[str]:
+    best = {}
+    for name in segzoo.list_models():
+        info = segzoo.model_info(name)
+        pair = (info["architecture"], re.match(r"[a-z]+", info["backbone"]).group(0))
+        size = count_parameters(info["arch"])
+        if pair not in best or (size, name) < best[pair]:
+            best[pair] = (size, name)
+    return sorted(name for _, name in best.values())
+
+
+PAIRS = _one_record_per_pair()
+
+
+def _shallow(arch: dict) -> dict:
+    """Overrides that keep the record's structure (strides, windows, pooling, heads) and make it
+    cheap: one block per stage (ResNet-18 for ResNets), 32-channel decode and auxiliary heads."""
+    bb = arch["backbone"]
+    over = {"backbone": {"depth": 18} if bb["type"] == "resnet" else {"depths": [1] * len(bb["depths"])}}
+    if "channels" in arch["decode_head"]:
+        over["decode_head"] = {"channels": 32}
+    over["aux_heads"] = [dict(h, channels=16) for h in arch.get("aux_heads", ())]
+    return over
+
+
+def test_pairs_cover_every_architecture_and_backbone_family():
+    archs = {segzoo.model_info(n)["architecture"] for n in segzoo.list_models()}
+    assert {segzoo.model_info(n)["architecture"] for n in PAIRS} == archs
+    assert len(PAIRS) >= 8  # fcn/pspnet/deeplabv3/deeplabv3plus/upernet x resnet, upernet x swin/convnext, segformer
+
+
+@pytest.fixture(scope="module")
+def models():
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache.clear()  # one model at a time: memory stays flat
+            torch.manual_seed(0)
+            cache[name] = segzoo.create_model(name, **_shallow(segzoo.model_info(name)["arch"]))
+        return cache[name]
+    return get
+
+
+def _image(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("name", PAIRS)
+def test_slide_default_path_matches_eager(models, name):
+    """predict's default slide path (the CPU fast path where the network says it pays), and the
+    fast path forced on, against optimize=False: same logits to float rounding, same labels."""
+    model = models(name)
+    img = _image(96, 136, seed=1)
+    kw = dict(mode="slide", crop_size=64, stride=32, resize=False, output="logits", batch_size=1)
+    eager = model.predict(img, optimize=False, **kw)
+    for optimize in (None, True):
+        logits = model.predict(img, optimize=optimize, **kw)
+        assert np.abs(logits - eager).max() <= 1e-4 * np.abs(eager).max(), (name, optimize)
+        assert (logits.argmax(0) == eager.argmax(0)).mean() > 0.999, (name, optimize)
+
+
+@pytest.mark.parametrize("name", PAIRS)
+@pytest.mark.parametrize("mode", ["whole", "slide"])
+def test_any_image_from_one_pixel_up(models, name, mode):
+    """1x1, 1x517, 517x1 and 1x20000 images: padded up to the network's minimum input and cropped
+    back, labels at the input's size (the record's resize turned off, so the sizes reach the net;
+    slide with the record's windows)."""
+    model = models(name)
+    for h, w in ((1, 1), (1, 517), (517, 1), (1, 20000)):
+        labels = model.predict(_image(h, w), mode=mode, resize=False)
+        assert labels.shape == (h, w), (name, mode, h, w)
+        assert labels.min() >= 0 and labels.max() < model.num_classes
+    # and with the record's own protocol (resize and crop), a thin image too
+    assert model.predict(_image(1, 517), mode=mode).shape == (1, 517)
