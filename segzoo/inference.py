@@ -304,15 +304,17 @@ def _agrees(fast: torch.Tensor, eager: torch.Tensor, rtol: float = 1e-4) -> bool
 
 
 class _FastForward:
-    """The network of one input shape, traced and frozen for inference, checked against the eager
-    network on its first input and given up for the eager one on any failure.
+    """The network of one input shape, traced, frozen and optimised for inference
+    (``torch.jit.optimize_for_inference``: BatchNorm folded into the convs, weights pre-packed for
+    oneDNN), checked against the eager network on its first input and given up for the eager one
+    on any failure.
 
-    Candidates, in order: ``torch.jit.optimize_for_inference`` of the frozen trace (BatchNorm folded
-    into the convs, weights pre-packed for oneDNN), then the frozen trace alone. The first call runs
-    the eager network and each candidate on the same input and keeps the first candidate whose
-    logits agree (:func:`_agrees`); a failure at trace time, at run time or a disagreement moves on,
-    and when none is left the eager network serves every call. A later run-time failure of the
-    kept candidate falls back the same way. Each fallback is one debug log line."""
+    The first call runs the eager network and the optimised copy on the same input and keeps the
+    copy only if its logits agree (:func:`_agrees`); a failure at trace time, at run time (oneDNN's
+    adaptive pooling refuses sizes its bins do not divide: PSPNet, UPerNet) or a disagreement
+    leaves the eager network serving every call, as does a later run-time failure of the copy.
+    Each fallback is one debug log line. (The frozen trace without the oneDNN step was tried as a
+    second candidate: slower than eager on PSPNet and UPerNet, so it is not offered.)"""
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -325,16 +327,13 @@ class _FastForward:
                                           type(self.model).__name__, exc)
 
     def _candidates(self, x: torch.Tensor):
+        """(label, callable) pairs to try, in order."""
         import warnings
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings: the trace is specialised to this shape on purpose
             traced = torch.jit.trace(self.model.eval(), torch.zeros(x.shape, dtype=x.dtype, device=x.device),
                                      check_trace=False)
-        for what, build in (("optimize_for_inference", lambda: torch.jit.optimize_for_inference(torch.jit.freeze(traced))),
-                            ("freeze", lambda: torch.jit.freeze(traced))):
-            with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                yield what, build()
+            yield "optimize_for_inference", torch.jit.optimize_for_inference(torch.jit.freeze(traced))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.state == "eager":

@@ -520,7 +520,7 @@ def test_cli_predict_folder_with_a_bad_file(pair, model, tmp_path, capsys, monke
     (folder / "notes.txt").write_text("not an image, not looked at")
     out = tmp_path / "out"
     rc = cli_main(["predict", str(folder), "--model", NAME, "--checkpoint", str(ckpt), "--out", str(out),
-                   "--mode", "slide", "--crop-size", "40", "48", "--stride", "24", "--output", "probs"])
+                   "--mode", "slide", "--crop-size", "256", "320", "--stride", "200", "--output", "probs"])
     cap = capsys.readouterr()
     assert rc == 1
     assert "a_broken.jpg" in cap.err and "cannot read" in cap.err and "1 of 3 inputs failed" in cap.err
@@ -530,7 +530,7 @@ def test_cli_predict_folder_with_a_bad_file(pair, model, tmp_path, capsys, monke
     assert sorted(p.name for p in out.iterdir()) == ["b_overlay.png", "b_probs.npy", "c_overlay.png", "c_probs.npy"]
     probs = np.load(out / "b_probs.npy")
     rgb = np.asarray(Image.open(folder / "b.png"))
-    expected = predict(model, rgb, mode="slide", crop_size=(40, 48), stride=24, output="probs")
+    expected = predict(model, rgb, mode="slide", crop_size=(256, 320), stride=200, output="probs")
     assert probs.shape == expected.shape and np.allclose(probs, expected, atol=1e-5)
 
 
