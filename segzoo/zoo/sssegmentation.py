@@ -1,5 +1,8 @@
 """Records for SSSegmentation's own checkpoints, generated from ``data/sssegmentation.json``.
 
+That file holds every config of the zoo that segzoo builds; ``data/sssegmentation_skipped.json``
+lists the others with the reason (both written by ``scripts/build_zoo_data.py``).
+
 Names follow ``<segmentor>_<backbone>_<dataset>``: ``upernet_resnet50os8_ade20k`` becomes
 ``upernet_resnet50_os8_ade20k``. Where a transformers Hub record already owns a name
 (``upernet_swin_base_ade20k``, ``segformer_mit_b0_ade20k``), the SSSegmentation record
@@ -7,7 +10,6 @@ takes the suffix ``_ssseg``.
 """
 from __future__ import annotations
 
-import logging
 import os
 import re
 
@@ -15,8 +17,6 @@ from ..convert.sssegmentation import UnsupportedConfig, arch_from_config
 from ..registry import ModelRecord, register
 from . import dataset_meta, load_data
 from .transformers_hub import HUB_NAMES
-
-_log = logging.getLogger(__name__)
 
 _BACKBONE_NAMES = [  # (regex on the ssseg config's backbone token, segzoo backbone name)
     (r"^resnet(\d+)os(\d+)$", r"resnet\1_os\2"),
@@ -90,11 +90,15 @@ def _record(config_name: str, entry: dict) -> ModelRecord:
 
 
 def _register_all() -> None:
+    # data/sssegmentation.json holds only configs that arch_from_config translates; the others are
+    # in data/sssegmentation_skipped.json with the reason (scripts/build_zoo_data.py decides both)
     for config_name, entry in load_data("sssegmentation").items():
         try:
-            register(_record(config_name, entry))
-        except UnsupportedConfig as exc:  # a name that cannot be built is not listed
-            _log.debug("skipping %s: %s", config_name, exc)
+            record = _record(config_name, entry)
+        except UnsupportedConfig as exc:
+            raise RuntimeError(f"segzoo/zoo/data/sssegmentation.json lists {config_name}, which segzoo cannot build "
+                               f"({exc}); regenerate the data with python scripts/build_zoo_data.py") from None
+        register(record)
 
 
 _register_all()
