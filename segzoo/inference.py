@@ -135,7 +135,6 @@ class InferenceConfig:
     resize: Mapping[str, Any] | None = None       # {"size": [a, b], "keep_ratio": bool}
     mean: tuple = tuple(_IMAGENET["mean"])
     std: tuple = tuple(_IMAGENET["std"])
-    flip_pairs: tuple = ()                        # class pairs swapped in mirrored predictions
     align_corners: bool = False
 
 
@@ -207,8 +206,7 @@ def resolve_config(model: nn.Module, *, mode=None, crop_size=None, stride=None, 
         flip=bool(flip if flip is not None else inf.get("flip", False)),
         probs_before_resize=bool(inf.get("probs_before_resize", False)),
         resize=_resize_spec(inf.get("resize") if resize is None else resize),
-        mean=mean, std=std, flip_pairs=tuple(tuple(p) for p in inf.get("flip_pairs") or ()),
-        align_corners=bool(getattr(model, "align_corners", False)))
+        mean=mean, std=std, align_corners=bool(getattr(model, "align_corners", False)))
 
 
 def resized_shape(height: int, width: int, size: Sequence[int], keep_ratio: bool = True) -> tuple[int, int]:
@@ -457,11 +455,6 @@ def _scores(model, x: torch.Tensor, cfg: InferenceConfig, size, *, probs: bool, 
             else:
                 s = whole_inference(model, xi, probs=probs).to(score_device)
             if mirrored:
-                if cfg.flip_pairs:
-                    perm = list(range(s.shape[1]))
-                    for a, b in cfg.flip_pairs:
-                        perm[a], perm[b] = b, a
-                    s = s[:, perm]
                 s = s.flip(3)
             s = F.interpolate(s, size=size, mode="bilinear", align_corners=ac) if tuple(s.shape[-2:]) != tuple(size) \
                 else s

@@ -24,7 +24,6 @@ from segzoo._factory import CheckpointMismatchError
 from segzoo.hub import ChecksumMismatchError, WeightsUnavailableError
 from segzoo.registry import ModelRecord, register, unregister
 from _ssseg import randomize_, rel_diff, ssseg_config, ssseg_logits
-from hub_emulator import HubEmulator
 
 X = torch.randn(1, 3, 64, 80, generator=torch.Generator().manual_seed(1))
 
@@ -48,18 +47,9 @@ def ref():
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    """A fresh segzoo cache and Hugging Face cache per test, HF_ENDPOINT at a running emulator."""
-    em = HubEmulator().start()
-    monkeypatch.setenv("SEGZOO_CACHE", str(tmp_path / "segzoo-cache"))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.setenv("HF_ENDPOINT", em.endpoint)
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    monkeypatch.setattr(hub, "_REACH", {})  # endpoints found unreachable (ports get reused)
-    yield em
-    em.stop()
+def env(hub_env):
+    """A fresh segzoo cache and Hugging Face cache per test, HF_ENDPOINT at a running emulator (conftest)."""
+    return hub_env
 
 
 @pytest.fixture
@@ -160,6 +150,9 @@ def test_each_kind_of_gone_source_falls_through(env, monkeypatch, caplog):
     assert "HF_ENDPOINT" in first and "checkpoint=" in first  # what to do, on the first line
     assert len(tried) == 3 and all(line.startswith("  - ") for line in tried)  # each source tried, one a line
     assert "hf-hub:nobody/nothing/model.safetensors" in tried[0] and env.url("gone/weights.bin") in tried[1]
+    with pytest.raises(WeightsUnavailableError, match=r"^no weights for one_gone: its one source could not serve "
+                                                      r"them; connect"):
+        hub.fetch_weights(sources[1:2], label="one_gone")
 
 
 def test_unreachable_hub_serves_the_cache_or_fails_fast(env, monkeypatch):
@@ -473,3 +466,91 @@ def test_random_model_card_says_so(ref, make_record, tmp_path):
     card = (model.save_pretrained(tmp_path / "rand") / "README.md").read_text()
     assert "Randomly initialised (no pretrained weights)." in card
     assert "onverted" not in card
+
+
+# ---- a changed upstream file ----------------------------------------------------------------------
+def _changed_checkpoint(ckpt: bytes, shift: torch.Tensor) -> bytes:
+    """The checkpoint with ``shift`` added to the decode head's classifier bias: logits move by it."""
+    sd = torch.load(io.BytesIO(ckpt), weights_only=True)["model"]
+    key, = [k for k, v in sd.items() if k.startswith("decoder.") and k.endswith(".bias") and v.shape == shift.shape]
+    sd[key] = sd[key] + shift
+    buf = io.BytesIO()
+    torch.save({"model": sd}, buf)
+    return buf.getvalue()
+
+
+def test_changed_upstream_file_is_converted_again(env, ref, make_record, tmp_path, caplog, monkeypatch):
+    """The cached conversion records the sha256 of the file it was converted from. The release URL
+    starts serving other bytes; once its ledger entry is removed (what the checksum error says to do),
+    the next create_model(pretrained=True) downloads and converts the new file instead of loading the
+    stale conversion; while nothing changed, the cache is used without network."""
+    arch, ckpt, expected = ref
+    shift = torch.tensor([1.0, 0.0, -1.0, 0.5, 0.0])
+    new = _changed_checkpoint(ckpt, shift)
+    url = env.add_url_file("rel/fcn_upstream.pth", ckpt)
+    rec = make_record("test_hub_upstream_changed", [{"url": url, "filename": "fcn_upstream.pth",
+                                                     "format": "sssegmentation"}])
+    caplog.set_level(logging.INFO, logger="segzoo")
+    assert rel_diff(_logits(segzoo.create_model(rec.name, pretrained=True)), expected) <= 1e-4
+    meta_path = tmp_path / "segzoo-cache/converted" / rec.name / "meta.json"
+    assert json.loads(meta_path.read_text())["original"] == {"source": url, "sha256": hashlib.sha256(ckpt).hexdigest()}
+
+    # upstream changes; the downloaded file is gone (cleaned up, say): the ledger still names the
+    # converted file, so the cache is used, without network
+    env.url_files["/rel/fcn_upstream.pth"] = new
+    ledger_path = tmp_path / "segzoo-cache/downloads/ledger.json"
+    (tmp_path / "segzoo-cache/downloads" / json.loads(ledger_path.read_text())[url]["path"]).unlink()
+    n_requests = len(env.log)
+    caplog.clear()
+    assert rel_diff(_logits(segzoo.create_model(rec.name, pretrained=True)), expected) <= 1e-4
+    assert len(env.log) == n_requests and "(cached, from " + url in caplog.text
+    with pytest.raises(ChecksumMismatchError, match="to accept a changed upstream file"):
+        hub.download_url(url)
+
+    # the changed file accepted: the next load downloads it and converts it again
+    ledger = json.loads(ledger_path.read_text())
+    del ledger[url]
+    ledger_path.write_text(json.dumps(ledger))
+    caplog.clear()
+    model = segzoo.create_model(rec.name, pretrained=True)
+    assert rel_diff(_logits(model), expected + shift.view(1, -1, 1, 1)) <= 1e-4
+    assert "(cached, from" not in caplog.text
+    assert json.loads(meta_path.read_text())["original"]["sha256"] == hashlib.sha256(new).hexdigest()
+    # and that conversion is the cached one from now on, without network or conversion
+    env.stop()
+    monkeypatch.setattr(hub, "to_segzoo", lambda *a, **k: pytest.fail("converted again"))
+    again = segzoo.create_model(rec.name, pretrained=True)
+    assert torch.equal(_logits(again), _logits(model))
+
+
+def test_changed_hub_file_is_converted_again(env, ref, make_record, tmp_path, caplog, monkeypatch):
+    """A Hub source: the file in the Hugging Face cache is the one served. A new commit upstream
+    changes nothing until the HF cache has it; then the next load converts it again. With the HF
+    cache emptied and the Hub gone, the cached conversion is still used, with a warning."""
+    arch, ckpt, expected = ref
+    shift = torch.tensor([0.0, 2.0, 0.0, 0.0, -1.0])
+    env.add_repo_file("someone/fcn-upstream", "fcn.pth", ckpt)
+    rec = make_record("test_hub_upstream_hub", [{"hf_hub_id": "someone/fcn-upstream", "filename": "fcn.pth",
+                                                 "revision": "main", "format": "sssegmentation"}])
+    caplog.set_level(logging.INFO, logger="segzoo")
+    first = segzoo.create_model(rec.name, pretrained=True)
+    assert rel_diff(_logits(first), expected) <= 1e-4
+    env.add_repo_file("someone/fcn-upstream", "fcn.pth", _changed_checkpoint(ckpt, shift))  # a new commit on main
+    n_requests = len(env.log)
+    assert torch.equal(_logits(segzoo.create_model(rec.name, pretrained=True)), _logits(first))
+    assert len(env.log) == n_requests  # the HF cache still holds the old commit: nothing to check online
+
+    hub.hub_download("someone/fcn-upstream", "fcn.pth")  # the HF cache learns of the new commit
+    caplog.clear()
+    model = segzoo.create_model(rec.name, pretrained=True)
+    assert rel_diff(_logits(model), expected + shift.view(1, -1, 1, 1)) <= 1e-4
+    assert "now serves another file" in caplog.text and "(cached, from" not in caplog.text
+
+    import shutil
+    shutil.rmtree(tmp_path / "hf-home")
+    env.stop()
+    monkeypatch.setattr(hub, "to_segzoo", lambda *a, **k: pytest.fail("converted again"))
+    caplog.clear()
+    again = segzoo.create_model(rec.name, pretrained=True)
+    assert torch.equal(_logits(again), _logits(model))
+    assert "cannot check that the cached conversion" in caplog.text

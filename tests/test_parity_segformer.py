@@ -51,14 +51,59 @@ def test_segformer_ssseg_parity(config, depths, tmp_path):
     assert rel_diff(ours, theirs) <= 1e-4
 
 
-def _hf_segformer(name: str, depths):
+# The published config.json of each nvidia/segformer-* repo, kept here so that the reference is not
+# configured from segzoo's own record. Source: the script that wrote them, transformers'
+# src/transformers/models/segformer/convert_segformer_original_to_pytorch.py (convert_segformer_checkpoint;
+# read at huggingface/transformers@03fed90423ea807eff69fefad2452f0cd73b69a6; not shipped in the
+# transformers wheel): per size (b0..b5) hidden_sizes, decoder_hidden_size and depths set on
+# SegformerConfig(), num_labels 150 ("ade") or 19 ("city"), checkpoints segformer.b{0-4}.512x512.ade,
+# segformer.b5.640x640.ade and segformer.b{0-5}.1024x1024.city; every other value is SegformerConfig's
+# default, written out below (num_attention_heads [1, 2, 5, 8], sr_ratios [8, 4, 2, 1], patch_sizes
+# [7, 3, 3, 3], strides [4, 2, 2, 2], mlp_ratios [4, 4, 4, 4], drop_path_rate 0.1).
+_MIT_SIZES = {  # size -> (hidden_sizes, depths, decoder_hidden_size)
+    "b0": ([32, 64, 160, 256], [2, 2, 2, 2], 256), "b1": ([64, 128, 320, 512], [2, 2, 2, 2], 256),
+    "b2": ([64, 128, 320, 512], [3, 4, 6, 3], 768), "b3": ([64, 128, 320, 512], [3, 4, 18, 3], 768),
+    "b4": ([64, 128, 320, 512], [3, 8, 27, 3], 768), "b5": ([64, 128, 320, 512], [3, 6, 40, 3], 768),
+}
+_SEGFORMER_COMMON = {"num_attention_heads": [1, 2, 5, 8], "sr_ratios": [8, 4, 2, 1], "patch_sizes": [7, 3, 3, 3],
+                     "strides": [4, 2, 2, 2], "mlp_ratios": [4, 4, 4, 4], "drop_path_rate": 0.1}
+HUB_CONFIGS = {
+    f"nvidia/segformer-{size}-finetuned-{data}": dict(_SEGFORMER_COMMON, hidden_sizes=hidden, depths=depths,
+                                                     decoder_hidden_size=decoder, num_labels=labels)
+    for size, (hidden, depths, decoder) in _MIT_SIZES.items()
+    for data, labels in ((f"ade-{640 if size == 'b5' else 512}-{640 if size == 'b5' else 512}", 150),
+                         ("cityscapes-1024-1024", 19))
+}
+
+
+def _hub_record(repo: str) -> str:
+    names = [n for n in segzoo.list_models("segformer*") if segzoo.model_info(n)["source"].get("repo_id") == repo]
+    assert len(names) == 1, (repo, names)
+    return names[0]
+
+
+@pytest.mark.parametrize("repo", sorted(HUB_CONFIGS))
+def test_segformer_hub_records_match_published_configs(repo):
+    """The record of each Hub repo has the architecture of the repo's config.json."""
+    pub, arch = HUB_CONFIGS[repo], segzoo.model_info(_hub_record(repo))["arch"]
+    bb, head = arch["backbone"], arch["decode_head"]
+    assert {k: bb[k] for k in ("embed_dims", "depths", "num_heads", "sr_ratios", "patch_sizes", "strides")} == {
+        "embed_dims": pub["hidden_sizes"], "depths": pub["depths"], "num_heads": pub["num_attention_heads"],
+        "sr_ratios": pub["sr_ratios"], "patch_sizes": pub["patch_sizes"], "strides": pub["strides"]}
+    assert [bb["mlp_ratio"]] * 4 == pub["mlp_ratios"]
+    assert (head["type"], head["in_index"], head["channels"]) == ("segformer", [0, 1, 2, 3], pub["decoder_hidden_size"])
+    assert arch["aux_heads"] == [] and arch["num_classes"] == pub["num_labels"]
+
+
+def _hf_segformer(repo: str, depths):
+    """transformers' Segformer as the repo publishes it (HUB_CONFIGS), depths shrunk."""
     from transformers import SegformerConfig, SegformerForSemanticSegmentation
-    arch = segzoo.model_info(name)["arch"]
-    bb = arch["backbone"]
+    pub = HUB_CONFIGS[repo]
     cfg = SegformerConfig(
-        depths=depths, hidden_sizes=bb["embed_dims"], num_attention_heads=bb["num_heads"], sr_ratios=bb["sr_ratios"],
-        patch_sizes=bb["patch_sizes"], strides=bb["strides"], mlp_ratios=[int(bb["mlp_ratio"])] * 4,
-        decoder_hidden_size=arch["decode_head"]["channels"], num_labels=arch["num_classes"])
+        depths=depths, hidden_sizes=pub["hidden_sizes"], num_attention_heads=pub["num_attention_heads"],
+        sr_ratios=pub["sr_ratios"], patch_sizes=pub["patch_sizes"], strides=pub["strides"],
+        mlp_ratios=pub["mlp_ratios"], drop_path_rate=pub["drop_path_rate"],
+        decoder_hidden_size=pub["decoder_hidden_size"], num_labels=pub["num_labels"])
     torch.manual_seed(0)
     ref = SegformerForSemanticSegmentation(cfg)
     _randomize(ref)
@@ -68,18 +113,19 @@ def _hf_segformer(name: str, depths):
     return ref.eval()
 
 
-@pytest.mark.parametrize("name, depths, layout", [("segformer_mit_b0_ade20k", [1, 2, 1, 1], "hub"),
-                                                  ("segformer_mit_b2_cityscapes", [2, 1, 1, 1], "state_dict")])
-def test_segformer_transformers_parity(name, depths, layout, tmp_path):
+@pytest.mark.parametrize("repo, depths, layout", [("nvidia/segformer-b0-finetuned-ade-512-512", [1, 2, 1, 1], "hub"),
+                                                  ("nvidia/segformer-b2-finetuned-cityscapes-1024-1024", [2, 1, 1, 1],
+                                                   "state_dict")])
+def test_segformer_transformers_parity(repo, depths, layout, tmp_path):
     """``hub``: save_pretrained's file (the Hub's key names); ``state_dict``: the installed names."""
-    ref = _hf_segformer(name, depths)
+    ref = _hf_segformer(repo, depths)
     if layout == "hub":
         ref.save_pretrained(tmp_path)
         path = tmp_path / "model.safetensors"
     else:
         path = tmp_path / "ref.pth"
         torch.save(ref.state_dict(), path)
-    model = segzoo.create_model(name, checkpoint=path, backbone={"depths": depths})
+    model = segzoo.create_model(_hub_record(repo), checkpoint=path, backbone={"depths": depths})
     x = torch.randn(*X_SHAPE)
     with torch.no_grad():
         ours = model(x)
@@ -88,9 +134,11 @@ def test_segformer_transformers_parity(name, depths, layout, tmp_path):
     assert rel_diff(ours, theirs) <= 1e-4
 
 
-def test_mit_pretrained_from_local_file(tmp_path, monkeypatch):
-    """ImageNet weights (SegformerForImageClassification, ``nvidia/mit-b0``): the classifier is
-    dropped, the encoder loads strictly; features match the reference's stage outputs."""
+def test_mit_pretrained_backbone(hub_env, tmp_path):
+    """``pretrained_backbone=True``: the ImageNet weights of ``nvidia/mit-b0`` (transformers'
+    SegformerForImageClassification) from the Hub (the emulator at HF_ENDPOINT; segzoo's download code
+    unmocked); the classifier is dropped, the encoder loads strictly; features match the reference's
+    stage outputs."""
     from transformers import SegformerConfig, SegformerForImageClassification
     from segzoo.models.backbones import mit as mit_mod
 
@@ -99,10 +147,10 @@ def test_mit_pretrained_from_local_file(tmp_path, monkeypatch):
     ref = SegformerForImageClassification(cfg)
     _randomize(ref)
     ref.eval().save_pretrained(tmp_path)
-    requested = []
-    monkeypatch.setattr(mit_mod, "_download", lambda repo: requested.append(repo) or str(tmp_path / "model.safetensors"))
+    for name in ("config.json", "model.safetensors"):
+        hub_env.add_repo_file("nvidia/mit-b0", name, (tmp_path / name).read_bytes())
     model = segzoo.create_model("segformer_mit_b0_ade20k", pretrained_backbone=True)
-    assert requested == ["nvidia/mit-b0"]
+    assert hub_env.requests_to("/nvidia/mit-b0/resolve/main/model.safetensors")
     x = torch.randn(1, 3, 67, 90)
     with torch.no_grad():
         ours = model.backbone(x)

@@ -9,7 +9,6 @@ on both sides; every stage keeps a shifted block where it matters (the last stag
 window on every input here).
 """
 import pytest
-import timm
 import torch
 
 import segzoo
@@ -63,17 +62,63 @@ def test_swin_ssseg_parity(config, depths, size, tmp_path):
     assert d <= 1e-4
 
 
-def _hf_upernet(name: str, depths):
+# The published config.json of each openmmlab/upernet-swin-* repo, kept here so that the reference is
+# not configured from segzoo's own record. Source: the script that wrote them, transformers'
+# src/transformers/models/upernet/convert_swin_upernet_to_pytorch.py (get_upernet_config; read at
+# huggingface/transformers@09cb93d8890401636f6abd80b763671e755aa025; not shipped in the transformers wheel):
+# SwinConfig(embed_dim, depths, num_heads, window_size, out_features=["stage1", .., "stage4"]) and
+# UperNetConfig(auxiliary_in_channels, num_labels=150); every other value is the config classes'
+# default at the time, written out below (SwinConfig: patch_size 4, mlp_ratio 4.0, qkv_bias True,
+# drop_path_rate 0.1; UperNetConfig: hidden_size 512, pool_scales [1, 2, 3, 6], auxiliary_channels 256,
+# auxiliary_num_convs 1, use_auxiliary_head True).
+_SWIN_COMMON = {"patch_size": 4, "mlp_ratio": 4.0, "qkv_bias": True, "drop_path_rate": 0.1, "hidden_size": 512,
+                "pool_scales": [1, 2, 3, 6], "auxiliary_channels": 256, "auxiliary_num_convs": 1, "num_labels": 150}
+HUB_CONFIGS = {
+    "openmmlab/upernet-swin-tiny": dict(_SWIN_COMMON, embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24],
+                                        window_size=7, auxiliary_in_channels=384),
+    "openmmlab/upernet-swin-small": dict(_SWIN_COMMON, embed_dim=96, depths=[2, 2, 18, 2], num_heads=[3, 6, 12, 24],
+                                         window_size=7, auxiliary_in_channels=384),
+    "openmmlab/upernet-swin-base": dict(_SWIN_COMMON, embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32],
+                                        window_size=12, auxiliary_in_channels=512),
+    "openmmlab/upernet-swin-large": dict(_SWIN_COMMON, embed_dim=192, depths=[2, 2, 18, 2],
+                                         num_heads=[6, 12, 24, 48], window_size=12, auxiliary_in_channels=768),
+}
+
+
+def _hub_record(repo: str) -> str:
+    names = [n for n in segzoo.list_models("upernet_swin*") if get_record(n).source.get("repo_id") == repo]
+    assert len(names) == 1, (repo, names)
+    return names[0]
+
+
+@pytest.mark.parametrize("repo", sorted(HUB_CONFIGS))
+def test_swin_hub_records_match_published_configs(repo):
+    """The record of each Hub repo has the architecture of the repo's config.json. (drop_path_rate is
+    not compared: the record keeps the training value of the mmseg config, inert at inference.)"""
+    pub, arch = HUB_CONFIGS[repo], get_record(_hub_record(repo)).arch
+    bb, head, (aux,) = arch["backbone"], arch["decode_head"], arch["aux_heads"]
+    assert {k: bb[k] for k in ("embed_dim", "depths", "num_heads", "window_size", "patch_size", "mlp_ratio",
+                               "qkv_bias")} == {k: pub[k] for k in ("embed_dim", "depths", "num_heads", "window_size",
+                                                                     "patch_size", "mlp_ratio", "qkv_bias")}
+    assert (head["type"], head["in_index"], head["channels"], head["pool_scales"]) == \
+        ("uper", [0, 1, 2, 3], pub["hidden_size"], pub["pool_scales"])
+    assert (aux["type"], aux["channels"], aux["num_convs"]) == ("fcn", pub["auxiliary_channels"],
+                                                                 pub["auxiliary_num_convs"])
+    assert bb["embed_dim"] * 2 ** aux["in_index"] == pub["auxiliary_in_channels"]  # the stage it reads
+    assert arch["num_classes"] == pub["num_labels"]
+
+
+def _hf_upernet(repo: str, depths):
+    """transformers' UperNet + Swin as the repo publishes it (HUB_CONFIGS), depths shrunk."""
     from transformers import SwinConfig, UperNetConfig, UperNetForSemanticSegmentation
-    arch = get_record(name).arch
-    bb, aux = arch["backbone"], arch["aux_heads"][0]
-    assert bb["flavor"] == "transformers"
-    swin = SwinConfig(embed_dim=bb["embed_dim"], depths=depths, num_heads=bb["num_heads"], window_size=bb["window_size"],
-                      mlp_ratio=bb["mlp_ratio"], qkv_bias=bb["qkv_bias"], patch_size=bb["patch_size"],
-                      drop_path_rate=bb["drop_path_rate"], out_features=STAGES)
-    cfg = UperNetConfig(backbone_config=swin, hidden_size=arch["decode_head"]["channels"],
-                        pool_scales=arch["decode_head"]["pool_scales"], auxiliary_channels=aux["channels"],
-                        auxiliary_num_convs=aux["num_convs"], num_labels=arch["num_classes"], use_auxiliary_head=True)
+    pub = HUB_CONFIGS[repo]
+    swin = SwinConfig(embed_dim=pub["embed_dim"], depths=depths, num_heads=pub["num_heads"],
+                      window_size=pub["window_size"], mlp_ratio=pub["mlp_ratio"], qkv_bias=pub["qkv_bias"],
+                      patch_size=pub["patch_size"], drop_path_rate=pub["drop_path_rate"], out_features=STAGES)
+    cfg = UperNetConfig(backbone_config=swin, hidden_size=pub["hidden_size"], pool_scales=pub["pool_scales"],
+                        auxiliary_in_channels=pub["auxiliary_in_channels"],
+                        auxiliary_channels=pub["auxiliary_channels"], auxiliary_num_convs=pub["auxiliary_num_convs"],
+                        num_labels=pub["num_labels"], use_auxiliary_head=True)
     torch.manual_seed(0)
     model = UperNetForSemanticSegmentation(cfg).eval()
     randomize_(model)
@@ -81,23 +126,24 @@ def _hf_upernet(name: str, depths):
     return model
 
 
-HF_CASES = [  # (record, shrunk depths, input sizes, how the reference checkpoint is written)
+HF_CASES = [  # (Hub repo, shrunk depths, input sizes, how the reference checkpoint is written)
     # window 7: stage 4 is 7x8 (min side == window) and 3x4 (smaller than the window)
-    ("upernet_swin_tiny_ade20k", [1, 1, 1, 2], [(199, 230), (90, 123)], "state_dict"),
+    ("openmmlab/upernet-swin-tiny", [1, 1, 1, 2], [(199, 230), (90, 123)], "state_dict"),
     # window 12: stage 4 is 6x8
-    ("upernet_swin_base_ade20k", [2, 1, 1, 2], [(171, 229)], "save_pretrained"),
+    ("openmmlab/upernet-swin-base", [2, 1, 1, 2], [(171, 229)], "save_pretrained"),
 ]
 
 
-@pytest.mark.parametrize("name,depths,sizes,save", HF_CASES)
-def test_swin_transformers_parity(name, depths, sizes, save, tmp_path):
-    ref = _hf_upernet(name, depths)
+@pytest.mark.parametrize("repo,depths,sizes,save", HF_CASES)
+def test_swin_transformers_parity(repo, depths, sizes, save, tmp_path):
+    ref = _hf_upernet(repo, depths)
     if save == "state_dict":  # the installed transformers' names (swin.*, q_proj, mlp.fc1)
         path = tmp_path / "ref.pth"
         torch.save(ref.state_dict(), path)
     else:  # the Hub files' names (attention.self.query, intermediate.dense)
         ref.save_pretrained(tmp_path / "ref")
         path = tmp_path / "ref" / "model.safetensors"
+    name = _hub_record(repo)
     model = segzoo.create_model(name, checkpoint=path, backbone={"depths": depths})
     g = torch.Generator().manual_seed(0)
     for size in sizes:
@@ -135,33 +181,40 @@ def test_swin_timm_converter(tmp_path):
         assert d <= 1e-4
 
 
-def test_swin_pretrained_backbone(monkeypatch):
-    """``pretrained=True`` takes timm's weights by name (network replaced by a random timm model of the
-    same architecture); window-7 tables are resized for a window-12 backbone."""
+def test_swin_pretrained_backbone(hub_env, timm_on_hub):
+    """``pretrained_backbone=True`` takes timm's ImageNet weights by name from the Hub (the emulator at
+    HF_ENDPOINT; timm's and segzoo's download code unmocked): the classifier is dropped, the output
+    norms start fresh, window-7 tables are resized for a window-12 backbone, and weights of another
+    architecture are refused."""
     from segzoo.models.backbones import build_backbone
-    from segzoo.models.backbones import swin as sw
-    asked = []
+    tag = "swin_tiny_patch4_window7_224.ms_in1k"
+    sd = timm_on_hub(tag)
+    classifier = {"head.fc.weight", "head.fc.bias", "norm.weight", "norm.bias"}
 
-    def fake_create_pretrained(name, **kwargs):
-        asked.append(name)
-        return timm.create_model(name.split(".")[0], pretrained=False, depths=(1, 1, 1, 1))
+    model = segzoo.create_model("upernet_swin_tiny_ade20k", pretrained_backbone=True, decode_head={"channels": 32})
+    assert hub_env.requests_to(f"/timm/{tag}/resolve/main/model.safetensors")
+    ours = model.backbone.state_dict()
+    assert set(sd) - classifier <= set(ours)
+    assert all(torch.equal(ours[k], sd[k]) for k in set(sd) - classifier)
+    assert all(torch.equal(ours[f"out_norms.{i}.weight"], torch.ones(96 * 2 ** i)) for i in range(4))
 
-    monkeypatch.setattr(sw, "create_timm_pretrained", fake_create_pretrained)
-    cfg = {"type": "swin", "embed_dim": 96, "depths": [1, 1, 1, 1], "num_heads": [3, 6, 12, 24], "window_size": 12,
-           "pretrained_tag": "swin_tiny_patch4_window7_224.ms_in1k"}
-    net = build_backbone(cfg, pretrained=True)
-    assert asked == ["swin_tiny_patch4_window7_224.ms_in1k"]
+    cfg = {"type": "swin", "embed_dim": 96, "depths": [2, 2, 6, 2], "num_heads": [3, 6, 12, 24], "window_size": 12,
+           "pretrained_tag": tag}
+    net = build_backbone(cfg, pretrained=True)  # the file comes from the Hugging Face cache now
     assert net.layers[3].blocks[0].attn.relative_position_bias_table.shape == (23 * 23, 24)
+    assert torch.equal(net.layers[2].blocks[5].mlp.fc2.weight, sd["layers.2.blocks.5.mlp.fc2.weight"])
     assert torch.equal(net.out_norms[2].weight, torch.ones(384))
     with pytest.raises(ValueError, match="pretrained_tag"):
-        build_backbone(dict(cfg, embed_dim=128, num_heads=[4, 8, 16, 32]), pretrained=True)
+        build_backbone(dict(cfg, depths=[2, 2, 2, 2]), pretrained=True)
 
 
 def test_swin_errors():
     from segzoo.models.backbones import build_backbone
     cfg = {"type": "swin", "embed_dim": 32, "depths": [1, 1, 1, 1], "num_heads": [1, 2, 4, 8], "window_size": 7}
-    with pytest.raises(ValueError, match="flavor"):
-        build_backbone(dict(cfg, flavor="mmseg"))
+    with pytest.raises(TypeError, match="unknown swin backbone option 'flavor'"):
+        build_backbone(dict(cfg, flavor="transformers"))  # the references do not differ: no such option
+    for name in segzoo.list_models("*swin*"):
+        assert "flavor" not in get_record(name).arch["backbone"], name
     with pytest.raises(ValueError, match="num_heads"):
         build_backbone(dict(cfg, num_heads=[3, 6, 12, 24]))
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):

@@ -374,6 +374,14 @@ def test_record_defaults_are_used(model):
     assert not np.allclose(by_record, predict(model, img, output="logits", resize=False))
 
 
+def test_flip_only_mirrors_back():
+    """Flip TTA mirrors the scores back and nothing else: no record swaps classes in mirrored
+    predictions (SSSegmentation's configs have no such pairs), so the protocol has no field for it."""
+    from segzoo.inference import InferenceConfig
+    assert "flip_pairs" not in {f.name for f in dataclasses.fields(InferenceConfig)}
+    assert all("flip_pairs" not in (segzoo.model_info(n)["inference"] or {}) for n in segzoo.list_models())
+
+
 # ---- command line ---------------------------------------------------------------------------------
 def _tiny_create_model(monkeypatch):
     real = segzoo.create_model

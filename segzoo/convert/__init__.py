@@ -1,6 +1,9 @@
 """Checkpoint formats: detection and conversion of foreign state dicts to segzoo keys.
 
-One module per foreign format; each exposes ``convert_state_dict(sd, arch) -> sd``.
+One module per foreign format; each exposes ``convert_state_dict(sd, arch) -> sd``. The "timm"
+format is an ImageNet classifier of the backbone alone (timm's; for MiT, which timm lacks,
+transformers' ``SegformerForImageClassification``): each backbone family's ``convert_timm`` maps it,
+dropping exactly that classifier's keys, and it loads into the backbone only.
 """
 from __future__ import annotations
 
@@ -32,6 +35,10 @@ def detect_format(sd: dict) -> str:
             and not any(k.startswith("auxiliary_head.") for k in keys) \
             and not any(".batch_norm." in k or "linear_c." in k for k in keys):
         return "segzoo"
+    if any(k.startswith("segformer.") for k in keys) and not any(k.startswith("decode_head.") for k in keys):
+        # a Segformer encoder without a decode head: MiT's ImageNet classifier (transformers'
+        # SegformerForImageClassification, ``nvidia/mit-b*``), a backbone-only checkpoint like timm's
+        return "timm"
     if any(k.startswith(("segformer.", "auxiliary_head.")) for k in keys) or any(
             ".batch_norm." in k or k.startswith("decode_head.linear_c") for k in keys):
         return "transformers"
@@ -51,9 +58,11 @@ def to_segzoo(sd: dict, arch: dict, fmt: str | None = None) -> tuple[dict, str]:
     if fmt == "transformers":
         from . import transformers
         return transformers.convert_state_dict(sd, arch), fmt
-    if fmt == "timm":
+    if fmt == "timm":  # an ImageNet classifier of the backbone: its classifier keys are dropped
         import importlib
-        mod = importlib.import_module(f"segzoo.models.backbones.{arch['backbone']['type']}")
-        conv = getattr(mod, "convert_timm", None)
-        return {f"backbone.{k}": v for k, v in (conv(sd) if conv else sd).items()}, fmt
+        kind = arch["backbone"]["type"]
+        conv = getattr(importlib.import_module(f"segzoo.models.backbones.{kind}"), "convert_timm", None)
+        if conv is None:
+            raise ValueError(f"{kind} backbones have no ImageNet classifier format to load")
+        return {f"backbone.{k}": v for k, v in conv(sd).items()}, fmt
     raise ValueError(f"unknown checkpoint format {fmt!r}; known: {', '.join(FORMATS)}")

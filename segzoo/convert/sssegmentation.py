@@ -37,8 +37,7 @@ def _swin(bb: dict) -> dict:
     return {"type": "swin", "embed_dim": int(bb["embed_dims"]), "depths": list(bb["depths"]),
             "num_heads": list(bb["num_heads"]), "window_size": int(bb["window_size"]),
             "mlp_ratio": float(bb.get("mlp_ratio", 4)), "qkv_bias": bool(bb.get("qkv_bias", True)),
-            "patch_size": int(bb.get("patch_size", 4)), "drop_path_rate": float(bb.get("drop_path_rate", 0.0)),
-            "flavor": "sssegmentation"}
+            "patch_size": int(bb.get("patch_size", 4)), "drop_path_rate": float(bb.get("drop_path_rate", 0.0))}
 
 
 CONVNEXT_SIZES = {  # size -> (depths, dims)
@@ -52,7 +51,7 @@ def _convnext(bb: dict) -> dict:
     depths, dims = CONVNEXT_SIZES[bb["arch"]]
     out = {"type": "convnext", "depths": list(depths), "dims": list(dims),
            "layer_scale_init_value": float(bb.get("layer_scale_init_value", 1e-6)),
-           "drop_path_rate": float(bb.get("drop_path_rate", 0.0)), "flavor": "sssegmentation"}
+           "drop_path_rate": float(bb.get("drop_path_rate", 0.0))}
     if str(bb.get("structure_type", "")).endswith("_21k"):  # ImageNet-22k initialisation
         out["pretrained_tag"] = f"convnext_{bb['arch']}.fb_in22k"
     return out

@@ -61,7 +61,7 @@ def _records() -> list[ModelRecord]:
     ade = dataset_meta("ade20k")
     for v, (dim, depths, heads, win) in _SWIN.items():
         bb = {"type": "swin", "embed_dim": dim, "depths": depths, "num_heads": heads, "window_size": win,
-              "mlp_ratio": 4.0, "qkv_bias": True, "patch_size": 4, "drop_path_rate": 0.3, "flavor": "transformers"}
+              "mlp_ratio": 4.0, "qkv_bias": True, "patch_size": 4, "drop_path_rate": 0.3}
         repo = f"openmmlab/upernet-swin-{v}"
         recs.append(ModelRecord(
             name=f"upernet_swin_{v}_ade20k", architecture="upernet", backbone=f"swin_{v}", dataset="ade20k",
@@ -71,7 +71,7 @@ def _records() -> list[ModelRecord]:
     for v, crop in _CONVNEXT_CROP.items():
         depths, dims = CONVNEXT_SIZES[v]
         bb = {"type": "convnext", "depths": list(depths), "dims": list(dims), "layer_scale_init_value": 1.0,
-              "drop_path_rate": 0.4, "flavor": "transformers"}
+              "drop_path_rate": 0.4}
         repo = f"openmmlab/upernet-convnext-{v}"
         recs.append(ModelRecord(
             name=f"upernet_convnext_{v}_ade20k", architecture="upernet", backbone=f"convnext_{v}", dataset="ade20k",

@@ -11,6 +11,7 @@ map a foreign backbone state dict (prefix already stripped) to its own keys.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import torch.nn as nn
@@ -32,7 +33,15 @@ def build_backbone(cfg: dict, pretrained: bool = False) -> nn.Module:
     kind = cfg.pop("type")
     if kind not in BACKBONES:
         raise ValueError(f"unknown backbone type {kind!r}; known: {', '.join(sorted(BACKBONES))}")
-    return BACKBONES[kind](pretrained=pretrained, **cfg)
+    builder = BACKBONES[kind]
+    params = inspect.signature(builder).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(cfg) - set(params) - {"pretrained"})
+        if unknown:
+            known = sorted(set(params) - {"pretrained"})
+            raise TypeError(f"unknown {kind} backbone option{'s' if len(unknown) > 1 else ''} "
+                            f"{', '.join(map(repr, unknown))}; known: {', '.join(known)}")
+    return builder(pretrained=pretrained, **cfg)
 
 
 def add_fresh_out_norms(sd: dict, width_key: str, prefix: str = "out_norms", num_stages: int = 4) -> dict:

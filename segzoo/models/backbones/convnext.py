@@ -6,8 +6,8 @@ network: patchify stem (4x4 conv + channels-first LayerNorm), per-stage downsamp
 (LayerNorm + 2x2 conv), blocks of depthwise 7x7 conv -> channels-last LayerNorm -> Linear -> GELU
 (erf) -> Linear -> layer scale -> residual, every LayerNorm with eps 1e-6. What they add on top of
 an ImageNet classifier is one LayerNorm per output stage (``norm{i}`` / ``hidden_states_norms``),
-which this wrapper adds as ``out_norms``. The two references do not differ in behaviour, so
-``flavor`` only records where the configuration came from.
+which this wrapper adds as ``out_norms``. The two references do not differ in behaviour: one
+configuration serves both.
 """
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ from .base import add_fresh_out_norms, create_timm_pretrained, register_backbone
 __all__ = ["ConvNeXtBackbone", "convnext", "convert_sssegmentation", "convert_transformers", "convert_timm"]
 
 _EPS = 1e-6
-_FLAVORS = ("sssegmentation", "transformers")
 # (depths, dims) -> timm weights used by ``pretrained=True`` when no ``pretrained_tag`` is given.
 # ImageNet-1k for the sizes the references fine-tune from 1k, ImageNet-22k where only that exists
 # (SSSegmentation's large/xlarge, the 640-crop transformers checkpoints).
@@ -64,12 +63,10 @@ class ConvNeXtBackbone(nn.Module):
 
 @register_backbone("convnext")
 def convnext(depths, dims, layer_scale_init_value: float = 1e-6, drop_path_rate: float = 0.0,
-             flavor: str = "sssegmentation", pretrained: bool = False, pretrained_tag: str | None = None) -> nn.Module:
+             pretrained: bool = False, pretrained_tag: str | None = None) -> nn.Module:
     depths, dims = tuple(int(d) for d in depths), tuple(int(d) for d in dims)
     if len(depths) != 4 or len(dims) != 4:
         raise ValueError(f"ConvNeXt needs 4 depths and 4 dims, got depths={list(depths)}, dims={list(dims)}")
-    if flavor not in _FLAVORS:
-        raise ValueError(f"ConvNeXt flavor must be one of {', '.join(_FLAVORS)}, got {flavor!r}")
     # the references disable layer scale with a value <= 0; timm with None
     ls_init = float(layer_scale_init_value) if layer_scale_init_value and layer_scale_init_value > 0 else None
     kwargs = dict(ls_init_value=ls_init, drop_path_rate=float(drop_path_rate))
@@ -138,9 +135,15 @@ def convert_transformers(sd: dict) -> dict:
     return out
 
 
+# the classifier of timm's ConvNeXt: its head (norm, optional pre-logits MLP, fc) and the norm some
+# variants put before the head; the backbone replaces them by one norm per output stage
+_TIMM_CLASSIFIER = re.compile(r"^(head\.(norm|fc|pre_logits\.fc)|norm_pre)\.(weight|bias)$")
+
+
 def convert_timm(sd: dict) -> dict:
-    """A timm ConvNeXt classifier state dict -> ours: the classifier head (``head.*``, ``norm_pre.*``)
-    is dropped; the output norms, which an ImageNet classifier does not have, get their fresh
-    initialisation (weight 1, bias 0), as in the references when they start from ImageNet weights."""
-    out = {k: v for k, v in sd.items() if not k.startswith(("head.", "norm_pre."))}
+    """A timm ConvNeXt classifier state dict -> ours: the classifier (``head.norm``, ``head.fc``,
+    ``norm_pre``) is dropped, any other key stays (the strict load names it); the output norms, which
+    an ImageNet classifier does not have, get their fresh initialisation (weight 1, bias 0), as in the
+    references when they start from ImageNet weights."""
+    out = {k: v for k, v in sd.items() if not _TIMM_CLASSIFIER.match(k)}
     return add_fresh_out_norms(out, "stages.{i}.blocks.0.conv_dw.weight")

@@ -22,7 +22,8 @@ from timm.layers import DropPath
 
 from .base import register_backbone
 
-__all__ = ["MixVisionTransformer", "mit", "convert_sssegmentation", "convert_transformers", "load_pretrained_file"]
+__all__ = ["MixVisionTransformer", "mit", "convert_sssegmentation", "convert_transformers", "convert_timm",
+           "load_pretrained_file"]
 
 _FLAVORS = {"sssegmentation": 1e-6, "transformers": 1e-5}  # flavor -> LayerNorm eps
 
@@ -252,6 +253,24 @@ def convert_transformers(sd: dict) -> dict:
     return out
 
 
+_IMAGENET_CLASSIFIER = re.compile(r"^classifier\.(weight|bias)$")
+
+
+def convert_timm(sd: dict) -> dict:
+    """MiT's ImageNet classifier -> ours. timm has no MiT: its ImageNet weights are transformers'
+    ``SegformerForImageClassification`` (``nvidia/mit-b*``), whose encoder (``segformer.encoder.*`` in
+    Hub files, ``segformer.*`` in the installed transformers' ``state_dict()``) converts as
+    :func:`convert_transformers`; the classifier (``classifier.*``) is dropped and any other key
+    stays (the strict load names it)."""
+    encoder, rest = {}, {}
+    for k, v in sd.items():
+        if k.startswith("segformer."):
+            encoder[re.sub(r"^segformer\.(encoder\.)?", "", k)] = v
+        elif not _IMAGENET_CLASSIFIER.match(k):
+            rest[k] = v
+    return {**convert_transformers(encoder), **rest}
+
+
 # ---- ImageNet weights ---------------------------------------------------------------------------
 def _download(repo_id: str) -> str:
     """Local path of the repo's weights (Hub cache; the first of ``_HUB_FILES`` it has)."""
@@ -262,15 +281,15 @@ def _download(repo_id: str) -> str:
 
 
 def load_pretrained_file(model: nn.Module, path) -> None:
-    """Load a transformers MiT / Segformer checkpoint file (``segformer.encoder.*`` keys; the
-    classifier and any decode head are dropped) strictly into ``model``'s encoder."""
+    """Load a MiT ImageNet classifier file (transformers' ``SegformerForImageClassification``,
+    ``segformer.encoder.*`` keys; the classifier is dropped, see :func:`convert_timm`) strictly into
+    ``model``."""
     from ..._factory import load_state_dict_strict
-    from ...convert.transformers import segformer_encoder
     from ...hub import read_state_dict
-    enc = segformer_encoder(read_state_dict(path))
-    if not enc:
+    sd = read_state_dict(path)
+    if not any(k.startswith("segformer.") for k in sd):
         raise ValueError(f"{path} holds no transformers Segformer encoder (no 'segformer.' keys)")
-    load_state_dict_strict(model, convert_transformers(enc), source=str(path))
+    load_state_dict_strict(model, convert_timm(sd), source=str(path))
 
 
 # ---- registration -----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from .base import create_timm_pretrained, register_backbone
 
-__all__ = ["resnet", "convert_sssegmentation"]
+__all__ = ["resnet", "convert_sssegmentation", "convert_timm"]
 
 _TIMM_NAMES = {  # (depth, deep stem) -> timm architecture; weights used by pretrained_backbone
     (50, True): "resnet50c.gluon_in1k", (101, True): "resnet101c.gluon_in1k",
@@ -69,3 +69,13 @@ def convert_sssegmentation(sd: dict) -> dict:
             k = _SSSEG_STEM[m.group(0)] + k[m.end():]
         out[k] = v
     return out
+
+
+_TIMM_CLASSIFIER = re.compile(r"^fc\.(weight|bias)$")
+
+
+def convert_timm(sd: dict) -> dict:
+    """A timm ``ResNet`` classifier state dict -> ours: the same names (the backbone is timm's network
+    cut after the last stage), less the classifier ``fc``. Any other key stays, so the strict load
+    names it."""
+    return {k: v for k, v in sd.items() if not _TIMM_CLASSIFIER.match(k)}

@@ -10,8 +10,7 @@ masked). timm's ``SwinTransformerBlock`` shifts before it pads, which gives diff
 such inputs, so the block and stage below are ours; the patch embedding, window attention, MLP
 and patch merging are timm's, and the parameter names follow timm's ``SwinTransformer``, so timm's
 ImageNet weights load as they are. One LayerNorm per output stage (``out_norms``) is added, as in
-both references. The two references do not differ in behaviour: ``flavor`` only records where the
-configuration came from.
+both references, which do not differ in behaviour: one configuration serves both.
 
 Patch merging concatenates the 2x2 neighbours in timm's / transformers' order; SSSegmentation's
 ``nn.Unfold`` order is converted in :func:`convert_sssegmentation`.
@@ -31,7 +30,6 @@ from .base import add_fresh_out_norms, create_timm_pretrained, register_backbone
 
 __all__ = ["SwinTransformer", "swin", "convert_sssegmentation", "convert_transformers", "convert_timm"]
 
-_FLAVORS = ("sssegmentation", "transformers")
 # (embed_dim, depths, window_size) -> timm weights for ``pretrained=True`` without ``pretrained_tag``:
 # those the references fine-tune from (ImageNet-1k at 224 for tiny/small, ImageNet-22k at 384 for base/large).
 _TIMM_WEIGHTS = {
@@ -162,12 +160,10 @@ class SwinTransformer(nn.Module):
 
 @register_backbone("swin")
 def swin(embed_dim, depths, num_heads, window_size, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-         patch_size: int = 4, drop_path_rate: float = 0.0, flavor: str = "sssegmentation", pretrained: bool = False,
+         patch_size: int = 4, drop_path_rate: float = 0.0, pretrained: bool = False,
          pretrained_tag: str | None = None) -> nn.Module:
     embed_dim, window_size, patch_size = int(embed_dim), int(window_size), int(patch_size)
     depths, num_heads = tuple(int(d) for d in depths), tuple(int(h) for h in num_heads)
-    if flavor not in _FLAVORS:
-        raise ValueError(f"Swin flavor must be one of {', '.join(_FLAVORS)}, got {flavor!r}")
     if len(depths) != 4 or len(num_heads) != 4:
         raise ValueError(f"Swin needs 4 depths and 4 num_heads, got depths={list(depths)}, "
                          f"num_heads={list(num_heads)}")
@@ -292,18 +288,23 @@ def convert_transformers(sd: dict) -> dict:
     return out
 
 
+# the classifier of timm's SwinTransformer (``head.fc``; ``head`` in Microsoft's checkpoints) and its
+# final norm, which the backbone replaces by one norm per output stage
+_TIMM_CLASSIFIER = re.compile(r"^(head|head\.fc|norm)\.(weight|bias)$")
+
+
 def convert_timm(sd: dict) -> dict:
-    """A timm ``SwinTransformer`` state dict -> ours: the classifier (``head.*``, final ``norm.*``) and
-    derived buffers are dropped; the output norms, which an ImageNet classifier does not have, get
-    their fresh initialisation (weight 1, bias 0), as in the references when they start from
-    ImageNet weights. Original Microsoft checkpoints (patch merging at the end of a stage,
-    ``layers.0.downsample``) are moved to timm's layout first."""
+    """A timm ``SwinTransformer`` state dict -> ours: the classifier (``head.fc``, final ``norm``) and
+    derived buffers are dropped, any other key stays (the strict load names it); the output norms,
+    which an ImageNet classifier does not have, get their fresh initialisation (weight 1, bias 0),
+    as in the references when they start from ImageNet weights. Original Microsoft checkpoints
+    (patch merging at the end of a stage, ``layers.0.downsample``) are moved to timm's layout first."""
     if "model" in sd and isinstance(sd["model"], dict):
         sd = sd["model"]
     ms_layout = any(k.startswith("layers.0.downsample.") for k in sd)
     out = {}
     for k, v in sd.items():
-        if k.startswith(("head.", "norm.")) or k.endswith(("relative_position_index", "attn_mask")):
+        if _TIMM_CLASSIFIER.match(k) or k.endswith(("relative_position_index", "attn_mask")):
             continue
         if ms_layout:
             m = re.match(r"^layers\.(\d+)\.downsample\.(.*)$", k)
