@@ -324,41 +324,41 @@ class _FastForward:
         logging.getLogger("segzoo").debug("fast inference path (%s) not used for %s: %s", what,
                                           type(self.model).__name__, exc)
 
-    def _candidates(self, x: torch.Tensor):
-        """(label, callable) pairs to try, in order."""
+    def _build(self, x: torch.Tensor):
+        """The traced, frozen, oneDNN-optimised network for ``x``'s shape."""
         import warnings
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings: the trace is specialised to this shape on purpose
             traced = torch.jit.trace(self.model.eval(), torch.zeros(x.shape, dtype=x.dtype, device=x.device),
                                      check_trace=False)
-            yield "optimize_for_inference", torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+            return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.state == "eager":
-            return self.model(x)
         if self.state == "fast":
             try:
                 return self.fast(x)
             except Exception as exc:  # noqa: BLE001 - any run-time failure: the eager network serves
                 self._give_up("run", exc)
                 self.state, self.fast = "eager", None
-                return self.model(x)
-        eager = self.model(x)
-        try:
-            for what, fn in self._candidates(x):
-                try:
-                    out = fn(x)
-                except Exception as exc:  # noqa: BLE001
-                    self._give_up(what, exc)
-                    continue
-                if _agrees(out.float(), eager.float()):
-                    self.state, self.fast = "fast", fn
-                    return out
-                self._give_up(what, "logits differ from the eager network's")
-        except Exception as exc:  # noqa: BLE001 - tracing failed
-            self._give_up("trace", exc)
+        if self.state == "eager":
+            return self.model(x)
+        eager = self.model(x)  # first call: build the copy, keep it only if it agrees
         self.state = "eager"
-        return eager
+        try:
+            fn = self._build(x)
+        except Exception as exc:  # noqa: BLE001
+            self._give_up("trace", exc)
+            return eager
+        try:
+            out = fn(x)
+        except Exception as exc:  # noqa: BLE001
+            self._give_up("first run", exc)
+            return eager
+        if not _agrees(out.float(), eager.float()):
+            self._give_up("check", "its logits differ from the eager network's")
+            return eager
+        self.state, self.fast = "fast", fn
+        return out
 
 
 def frozen_forward(model: nn.Module, example: torch.Tensor):

@@ -449,8 +449,8 @@ def test_fast_path_falls_back_to_eager(model, monkeypatch, caplog, failure):
             if failure == "run":
                 raise RuntimeError("The following operation failed in the TorchScript interpreter")
             return self.model(t) + 0.5
-        yield "broken", fn
-    monkeypatch.setattr(inference._FastForward, "_candidates", broken)
+        return fn
+    monkeypatch.setattr(inference._FastForward, "_build", broken)
     _fresh_fast_path(model)
     caplog.set_level(logging.DEBUG, logger="segzoo")
     fast = slide_inference(model, x, optimize=True, **kw)
@@ -475,8 +475,8 @@ def test_fast_path_gives_up_when_the_kept_candidate_fails_later(model, monkeypat
             if len(calls) > 1:
                 raise RuntimeError("input size is not divisible by the output size")
             return self.model(t)
-        yield "flaky", fn
-    monkeypatch.setattr(inference._FastForward, "_candidates", flaky)
+        return fn
+    monkeypatch.setattr(inference._FastForward, "_build", flaky)
     _fresh_fast_path(model)
     assert torch.equal(slide_inference(model, x, optimize=True, **kw), eager)
     assert inference.frozen_forward(model, x[:, :, :40, :48]).state == "eager"
