@@ -423,8 +423,9 @@ def fetch_weights(sources: Iterable[Mapping], *, label: str = "checkpoint") -> t
     """The first source of ``sources`` that serves its file: (local path, source entry).
 
     A source that is gone (HTTP 404, DNS failure, refused connection, timeout, offline and not
-    cached) is logged and the next one tried; when none serves, one :class:`WeightsUnavailableError`
-    names each source and why. A checksum mismatch is raised at once: a file that is not what the
+    cached) is passed over for the next one; when a later source serves, each one passed over is
+    logged as a warning with why; when none serves, nothing is logged and one
+    :class:`WeightsUnavailableError` names each source and why. A checksum mismatch is raised at once: a file that is not what the
     record says is an alarm, not a reason to look elsewhere.
     """
     sources = [dict(s) for s in sources]
@@ -437,10 +438,10 @@ def fetch_weights(sources: Iterable[Mapping], *, label: str = "checkpoint") -> t
             path = _fetch_source(src)
         except WeightsUnavailableError as exc:
             failures.append(str(exc))
-            more = "; trying the next source" if i + 1 < len(sources) else ""
-            _log.warning("%s: %s%s", label, exc, more)
             continue
         if failures:
+            for failure in failures:
+                _log.warning("%s: %s; the next source was tried", label, failure)
             _log.info("%s: weights served by %s (source %d of %d)", label, desc, i + 1, len(sources))
         else:
             _log.info("%s: weights served by %s", label, desc)
