@@ -441,7 +441,7 @@ def fetch_weights(sources: Iterable[Mapping], *, label: str = "checkpoint") -> t
             continue
         if failures:
             for failure in failures:
-                _log.warning("%s: %s; the next source was tried", label, failure)
+                _log.warning("%s: %s; trying the next source", label, failure)
             _log.info("%s: weights served by %s (source %d of %d)", label, desc, i + 1, len(sources))
         else:
             _log.info("%s: weights served by %s", label, desc)
