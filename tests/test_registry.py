@@ -11,7 +11,7 @@ import segzoo
 from segzoo.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
-ZOO_PAIRS = {"fcn", "pspnet", "deeplabv3", "deeplabv3plus", "upernet", "segformer"}
+ZOO_PAIRS = {"fcn", "pspnet", "deeplabv3", "deeplabv3plus", "upernet", "segformer", "ocrnet"}
 
 
 def test_counts_and_required_names():

@@ -71,7 +71,8 @@ def _mit(bb: dict) -> dict:
 BACKBONE_TRANSLATORS: dict[str, Callable[[dict], dict]] = {
     "ResNet": _resnet, "SwinTransformer": _swin, "ConvNeXt": _convnext, "MixVisionTransformer": _mit}
 _SEGMENTORS = {"FCN": "fcn", "PSPNet": "pspnet", "Deeplabv3": "deeplabv3", "Deeplabv3Plus": "deeplabv3plus",
-               "UPerNet": "upernet", "Segformer": "segformer"}
+               "UPerNet": "upernet", "Segformer": "segformer", "OCRNet": "ocrnet"}
+_OCR_HEAD_KEYS = {"in_channels", "feats_channels", "transform_channels", "scale", "dropout"}
 
 
 def arch_from_config(cfg: dict) -> dict:
@@ -98,6 +99,15 @@ def arch_from_config(cfg: dict) -> dict:
                   "low_level_index": sel[0], "low_level_channels": int(head["shortcut_channels"]), **common}
     elif seg_type == "UPerNet":
         decode = {"type": "uper", "in_index": sel, "pool_scales": list(head["pool_scales"]), **common}
+    elif seg_type == "OCRNet":
+        if set(head) - _OCR_HEAD_KEYS:
+            raise UnsupportedConfig(f"OCRNet head options {sorted(set(head) - _OCR_HEAD_KEYS)} are not ported")
+        if head.get("scale", 1) != 1:  # ssseg then max-pools the attention's queries
+            raise UnsupportedConfig(f"OCRNet with scale={head['scale']!r} is not ported (only 1)")
+        if not isinstance(cfg.get("auxiliary"), dict):  # ssseg asserts one auxiliary head: the soft regions
+            raise UnsupportedConfig("OCRNet without exactly one auxiliary head (its soft object regions) is not ported")
+        decode = {"type": "ocr", "in_index": sel[-1], "transform_channels": int(head["transform_channels"]),
+                  "scale": 1, **common}
     else:  # Segformer
         decode = {"type": "segformer", "in_index": sel, "proj": "conv", **common}
     aux_cfgs = cfg.get("auxiliary") or []
@@ -157,6 +167,25 @@ _HEAD_RULES = {
     "segformer": [*_cna(r"convs\.(\d+)", r"decode_head.proj.\1"), *_cna(r"decoder", "decode_head.fuse"),
                   (r"^decoder\.4\.", "decode_head.classifier.")],
 }
+
+
+def _attention_project(src: str, dst: str, num_convs: int) -> list[tuple[str, str]]:
+    """ssseg ``SelfAttentionBlock.buildproject`` (with norm): one conv is a flat Sequential(conv,
+    norm, act), several a Sequential of them -> segzoo ``SelfAttention`` projection at ``dst``."""
+    if num_convs == 1:
+        return _cna(src, f"{dst}.0")
+    return _cna(rf"{src}\.(\d+)", rf"{dst}.\1")
+
+
+_OCR = r"object_context_block"
+_HEAD_RULES["ocrnet"] = [
+    *_cna(r"bottleneck", "decode_head.bottleneck"),
+    *_attention_project(rf"{_OCR}\.key_project", "decode_head.object_context.attention.key_project", 2),
+    *_attention_project(rf"{_OCR}\.query_project", "decode_head.object_context.attention.query_project", 2),
+    *_attention_project(rf"{_OCR}\.value_project", "decode_head.object_context.attention.value_project", 1),
+    *_attention_project(rf"{_OCR}\.out_project", "decode_head.object_context.attention.out_project", 1),
+    *_cna(rf"{_OCR}\.bottleneck", "decode_head.object_context.bottleneck"),
+    (r"^decoder\.1\.", "decode_head.classifier.")]
 _HEAD_RULES["deeplabv3plus"] = [
     *_dsconv(r"aspp_net\.parallel_branches\.(\d+)", r"decode_head.aspp.branches.\1"),
     *_HEAD_RULES["deeplabv3"][:-1], *_cna("shortcut", "decode_head.low_level"),

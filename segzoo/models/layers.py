@@ -7,7 +7,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["adaptive_avg_pool", "ConvNormAct", "SeparableConvNormAct", "PyramidPooling", "ASPP", "resize"]
+__all__ = ["adaptive_avg_pool", "ConvNormAct", "SeparableConvNormAct", "PyramidPooling", "ASPP", "SelfAttention",
+           "resize"]
 
 
 def resize(x: torch.Tensor, size, align_corners: bool = False) -> torch.Tensor:
@@ -95,3 +96,49 @@ class ASPP(nn.Module):
         pooled = self.image_pool(adaptive_avg_pool(x, 1))
         outs.append(resize(pooled, x.shape[-2:], self.align_corners))
         return self.bottleneck(torch.cat(outs, dim=1))
+
+
+class SelfAttention(nn.Module):
+    """Non-local attention of query positions over key positions (SSSegmentation's / mmseg's
+    ``SelfAttentionBlock``): 1x1 projections of query, key and value, softmax over the keys of
+    their dot products (scaled by ``transform_channels ** -0.5`` when ``matmul_norm``), the
+    attended values reshaped to the query's grid and, ``with_out_project``, projected to
+    ``out_channels``. Each projection is a Sequential of ``num_convs`` 1x1 ConvNormAct (conv alone,
+    bias-free, when its ``*_norm`` is False). (The reference's query/key downsampling options are
+    not ported: no registered config uses them.)"""
+
+    def __init__(self, key_in_channels: int, query_in_channels: int, transform_channels: int, out_channels: int,
+                 share_key_query: bool = False, key_query_num_convs: int = 2, value_out_num_convs: int = 1,
+                 key_query_norm: bool = True, value_out_norm: bool = True, matmul_norm: bool = True,
+                 with_out_project: bool = True):
+        super().__init__()
+        if share_key_query and key_in_channels != query_in_channels:
+            raise ValueError("share_key_query needs key_in_channels == query_in_channels")
+        self.transform_channels = transform_channels
+        self.matmul_norm = matmul_norm
+        self.key_project = self._project(key_in_channels, transform_channels, key_query_num_convs, key_query_norm)
+        self.query_project = self.key_project if share_key_query else \
+            self._project(query_in_channels, transform_channels, key_query_num_convs, key_query_norm)
+        self.value_project = self._project(key_in_channels, transform_channels if with_out_project else out_channels,
+                                           value_out_num_convs, value_out_norm)
+        self.out_project = self._project(transform_channels, out_channels, value_out_num_convs, value_out_norm) \
+            if with_out_project else None
+
+    @staticmethod
+    def _project(in_channels: int, out_channels: int, num_convs: int, norm: bool) -> nn.Sequential:
+        chans = [in_channels] + [out_channels] * num_convs
+        return nn.Sequential(*(ConvNormAct(chans[i], chans[i + 1], 1, bias=False, norm=norm, act=norm)
+                               for i in range(num_convs)))
+
+    def forward(self, query_feats: torch.Tensor, key_feats: torch.Tensor) -> torch.Tensor:
+        n = query_feats.shape[0]
+        query = self.query_project(query_feats)
+        key, value = self.key_project(key_feats), self.value_project(key_feats)
+        query = query.flatten(2).transpose(1, 2)            # (n, q, c)
+        key, value = key.flatten(2), value.flatten(2).transpose(1, 2)  # (n, c, k), (n, k, c')
+        sim = torch.matmul(query, key)
+        if self.matmul_norm:
+            sim = sim * self.transform_channels ** -0.5
+        context = torch.matmul(sim.softmax(dim=-1), value)  # (n, q, c')
+        context = context.transpose(1, 2).reshape(n, -1, *query_feats.shape[2:])
+        return self.out_project(context) if self.out_project is not None else context

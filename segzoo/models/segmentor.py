@@ -1,7 +1,7 @@
 """Segmentor: backbone + decode head + auxiliary heads, and the user-facing model methods."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn as nn
@@ -10,12 +10,29 @@ from .backbones import build_backbone
 from .heads import build_head
 from .layers import resize
 
-__all__ = ["Segmentor", "build_model", "count_parameters"]
+__all__ = ["Segmentor", "SEGMENTORS", "register_segmentor", "build_model", "count_parameters"]
+
+# arch["segmentor"] -> class, for segmentors whose forward is not the generic one (see build_model)
+SEGMENTORS: dict[str, type] = {}
+
+
+def register_segmentor(name: str) -> Callable[[type], type]:
+    """Class decorator: ``build_model`` builds ``arch["segmentor"] == name`` with this class."""
+    def deco(cls: type) -> type:
+        SEGMENTORS[name] = cls
+        return cls
+    return deco
 
 
 class Segmentor(nn.Module):
     """``forward(x)`` returns class logits (N, C, h, w) in eval mode; in train mode a dict with
-    ``logits`` and ``aux_logits`` (list), all at head resolution, which the losses upsample."""
+    ``logits`` and ``aux_logits`` (list), all at head resolution, which the losses upsample.
+
+    Segmentors whose heads compose differently subclass it, override ``forward`` and register
+    with :func:`register_segmentor`."""
+
+    #: whether inference runs the auxiliary heads (True where the decode head reads their output)
+    aux_heads_in_inference: bool = False
 
     def __init__(self, backbone: nn.Module, decode_head: nn.Module, aux_heads=(), align_corners: bool = False):
         super().__init__()
@@ -87,14 +104,15 @@ class Segmentor(nn.Module):
 
 
 def build_model(arch: Mapping[str, Any], num_classes: int | None = None, pretrained_backbone: bool = False) -> Segmentor:
-    """Build a randomly initialised :class:`Segmentor` from an ``arch`` mapping (see ModelRecord.arch)."""
+    """Build a randomly initialised :class:`Segmentor` (or the class registered for
+    ``arch["segmentor"]``) from an ``arch`` mapping (see ModelRecord.arch)."""
     num_classes = int(num_classes if num_classes is not None else arch["num_classes"])
     align_corners = bool(arch.get("align_corners", False))
     backbone = build_backbone(arch["backbone"], pretrained=pretrained_backbone)
     chans = backbone.out_channels
     head = build_head(arch["decode_head"], chans, num_classes, align_corners)
     aux = [build_head(cfg, chans, num_classes, align_corners) for cfg in arch.get("aux_heads", ())]
-    model = Segmentor(backbone, head, aux, align_corners)
+    model = SEGMENTORS.get(arch.get("segmentor"), Segmentor)(backbone, head, aux, align_corners)
     model.arch = dict(arch, num_classes=num_classes)
     return model
 
@@ -104,9 +122,10 @@ _PARAMS: dict[str, int] = {}
 
 def count_parameters(arch: Mapping[str, Any], *, inference_only: bool = True) -> int:
     """Parameters of the network ``arch`` describes, counted on the meta device (nothing is
-    allocated); ``inference_only`` leaves out the training-only auxiliary heads."""
+    allocated); ``inference_only`` leaves out the training-only auxiliary heads (those that the
+    segmentor runs at inference too, OCRNet's soft-region head, count)."""
     import json
-    if inference_only:
+    if inference_only and not SEGMENTORS.get(arch.get("segmentor"), Segmentor).aux_heads_in_inference:
         arch = dict(arch, aux_heads=[])
     key = json.dumps(arch, sort_keys=True, default=list)
     if key not in _PARAMS:
