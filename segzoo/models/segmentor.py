@@ -1,13 +1,14 @@
 """Segmentor: backbone + decode head + auxiliary heads, and the user-facing model methods."""
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
 
 from .backbones import build_backbone
 from .heads import build_head
+from ._registry import registrar
 from .layers import resize
 
 __all__ = ["Segmentor", "SEGMENTORS", "register_segmentor", "build_model", "count_parameters"]
@@ -16,12 +17,8 @@ __all__ = ["Segmentor", "SEGMENTORS", "register_segmentor", "build_model", "coun
 SEGMENTORS: dict[str, type] = {}
 
 
-def register_segmentor(name: str) -> Callable[[type], type]:
-    """Class decorator: ``build_model`` builds ``arch["segmentor"] == name`` with this class."""
-    def deco(cls: type) -> type:
-        SEGMENTORS[name] = cls
-        return cls
-    return deco
+# class decorator: build_model builds arch["segmentor"] == name with the decorated class
+register_segmentor = registrar(SEGMENTORS)
 
 
 class Segmentor(nn.Module):

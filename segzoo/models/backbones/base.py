@@ -16,16 +16,14 @@ from typing import Callable
 
 import torch.nn as nn
 
+from .._registry import registrar
+
 __all__ = ["BACKBONES", "register_backbone", "build_backbone", "add_fresh_out_norms", "create_timm_pretrained"]
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {}
 
 
-def register_backbone(name: str):
-    def deco(fn):
-        BACKBONES[name] = fn
-        return fn
-    return deco
+register_backbone = registrar(BACKBONES)  # @register_backbone("resnet") on a builder function
 
 
 def build_backbone(cfg: dict, pretrained: bool = False) -> nn.Module:
