@@ -425,8 +425,8 @@ def fetch_weights(sources: Iterable[Mapping], *, label: str = "checkpoint") -> t
     A source that is gone (HTTP 404, DNS failure, refused connection, timeout, offline and not
     cached) is passed over for the next one; when a later source serves, each one passed over is
     logged as a warning with why; when none serves, nothing is logged and one
-    :class:`WeightsUnavailableError` names each source and why. A checksum mismatch is raised at once: a file that is not what the
-    record says is an alarm, not a reason to look elsewhere.
+    :class:`WeightsUnavailableError` names each source and why. A checksum mismatch is raised at
+    once: a file that is not what the record says is an alarm, not a reason to look elsewhere.
     """
     sources = [dict(s) for s in sources]
     if not sources:

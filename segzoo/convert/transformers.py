@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 import re
 
+from ..models.backbones.mit import segformer_encoder
+
 __all__ = ["convert_state_dict", "segformer_encoder"]
 
 _UPER_RULES = [
@@ -20,12 +22,6 @@ _UPER_RULES = [
 
 def _cna_names(key: str) -> str:
     return key.replace(".batch_norm.", ".bn.")
-
-
-def segformer_encoder(sd: dict) -> dict:
-    """The encoder part of a transformers Segformer / MiT state dict, prefix stripped: keys are
-    ``segformer.encoder.*`` in Hub files, ``segformer.*`` in transformers 5's ``state_dict()``."""
-    return {re.sub(r"^encoder\.", "", k[len("segformer."):]): v for k, v in sd.items() if k.startswith("segformer.")}
 
 
 def convert_state_dict(sd: dict, arch: dict) -> dict:

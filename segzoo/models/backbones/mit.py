@@ -23,7 +23,7 @@ from timm.layers import DropPath
 from .base import register_backbone
 
 __all__ = ["MixVisionTransformer", "mit", "convert_sssegmentation", "convert_transformers", "convert_timm",
-           "load_pretrained_file"]
+           "segformer_encoder", "load_pretrained_file"]
 
 _FLAVORS = {"sssegmentation": 1e-6, "transformers": 1e-5}  # flavor -> LayerNorm eps
 
@@ -256,19 +256,20 @@ def convert_transformers(sd: dict) -> dict:
 _IMAGENET_CLASSIFIER = re.compile(r"^classifier\.(weight|bias)$")
 
 
+def segformer_encoder(sd: dict) -> dict:
+    """The encoder part of a transformers Segformer / MiT state dict, prefix stripped: keys are
+    ``segformer.encoder.*`` in Hub files, ``segformer.*`` in transformers 5's ``state_dict()``."""
+    return {re.sub(r"^encoder\.", "", k[len("segformer."):]): v for k, v in sd.items() if k.startswith("segformer.")}
+
+
 def convert_timm(sd: dict) -> dict:
     """MiT's ImageNet classifier -> ours. timm has no MiT: its ImageNet weights are transformers'
     ``SegformerForImageClassification`` (``nvidia/mit-b*``), whose encoder (``segformer.encoder.*`` in
     Hub files, ``segformer.*`` in the installed transformers' ``state_dict()``) converts as
     :func:`convert_transformers`; the classifier (``classifier.*``) is dropped and any other key
     stays (the strict load names it)."""
-    encoder, rest = {}, {}
-    for k, v in sd.items():
-        if k.startswith("segformer."):
-            encoder[re.sub(r"^segformer\.(encoder\.)?", "", k)] = v
-        elif not _IMAGENET_CLASSIFIER.match(k):
-            rest[k] = v
-    return {**convert_transformers(encoder), **rest}
+    rest = {k: v for k, v in sd.items() if not k.startswith("segformer.") and not _IMAGENET_CLASSIFIER.match(k)}
+    return {**convert_transformers(segformer_encoder(sd)), **rest}
 
 
 # ---- ImageNet weights ---------------------------------------------------------------------------
