@@ -12,7 +12,8 @@ Every config of the reference goes to exactly one of two files. segzoo's own tra
 one segzoo builds exactly, anything else raises ``UnsupportedConfig`` with the reason.
 
   sssegmentation.json          the configs segzoo builds (each becomes a record), trimmed to what
-                               records, conversion and recipes need;
+                               records, conversion and recipes need, with the ``arch`` the
+                               translator made of each (so listing models never runs it);
   sssegmentation_skipped.json  the configs it does not build, each with the translator's reason;
   datasets.json                class names and palettes of the datasets the built configs and the
                                Hub records (transformers_hub.json) use, read from the installed
@@ -85,7 +86,7 @@ def split_zoo(zoo: dict) -> tuple[dict, list]:
     for name in sorted(zoo):
         cfg = _model_cfg(zoo[name]["config"])
         try:
-            arch_from_config(cfg)  # what segzoo.zoo.sssegmentation runs on the same trimmed config
+            arch = arch_from_config(cfg)
         except UnsupportedConfig as exc:
             reason = str(exc).strip() or type(exc).__name__
             skipped.append({"config": name, "segmentor": cfg["type"], "backbone": cfg["backbone"]["type"],
@@ -93,7 +94,7 @@ def split_zoo(zoo: dict) -> tuple[dict, list]:
             continue
         except Exception as exc:  # a translator bug, not a verdict: say which config
             raise RuntimeError(f"{name}: arch_from_config failed with {type(exc).__name__}: {exc}") from exc
-        built[name] = _slim(name, zoo[name])
+        built[name] = {**_slim(name, zoo[name]), "arch": arch}
     return built, skipped
 
 

@@ -6,7 +6,7 @@ download tried, the keys a checkpoint lacks) it follows on the lines below.
 from __future__ import annotations
 
 __all__ = ["UnknownModelError", "InvalidImageError", "WeightsUnavailableError", "ChecksumMismatchError",
-           "CheckpointMismatchError"]
+           "CheckpointMismatchError", "UnsupportedConfig"]
 
 
 class UnknownModelError(KeyError):
@@ -30,3 +30,7 @@ class ChecksumMismatchError(RuntimeError):
 
 class CheckpointMismatchError(RuntimeError):
     """A checkpoint whose keys or shapes do not match the model exactly."""
+
+
+class UnsupportedConfig(ValueError):
+    """A foreign (SSSegmentation) config that segzoo cannot build exactly; the message says which option."""

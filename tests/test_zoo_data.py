@@ -94,7 +94,7 @@ def test_the_translator_decides_what_is_built(reference):
     from segzoo.convert.sssegmentation import UnsupportedConfig, arch_from_config
     built = json.loads((DATA / "sssegmentation.json").read_text())
     for name, entry in built.items():
-        arch_from_config(entry["config"])  # raises if it no longer builds
+        assert arch_from_config(entry["config"]) == entry["arch"], name  # the stored arch is the translator's
     for row in json.loads((DATA / "sssegmentation_skipped.json").read_text()):
         with pytest.raises(UnsupportedConfig) as info:
             arch_from_config(reference[row["config"]]["config"])

@@ -7,21 +7,12 @@ dropping exactly that classifier's keys, and it loads into the backbone only.
 """
 from __future__ import annotations
 
-import re
+from ..models import backbone_family
+from ..models.foreign import rename_key
 
 __all__ = ["detect_format", "to_segzoo", "rename_key", "FORMATS"]
 
 FORMATS = ("segzoo", "sssegmentation", "transformers", "timm")
-
-
-def rename_key(key: str, rules) -> str | None:
-    """``key`` rewritten by the first ``(pattern, replacement)`` rule that matches it; None when none
-    does (callers keep unknown keys as they are, so the strict load that follows names them)."""
-    for pattern, repl in rules:
-        new, n = re.subn(pattern, repl, key)
-        if n:
-            return new
-    return None
 
 
 def detect_format(sd: dict) -> str:
@@ -59,9 +50,8 @@ def to_segzoo(sd: dict, arch: dict, fmt: str | None = None) -> tuple[dict, str]:
         from . import transformers
         return transformers.convert_state_dict(sd, arch), fmt
     if fmt == "timm":  # an ImageNet classifier of the backbone: its classifier keys are dropped
-        import importlib
         kind = arch["backbone"]["type"]
-        conv = getattr(importlib.import_module(f"segzoo.models.backbones.{kind}"), "convert_timm", None)
+        conv = getattr(backbone_family(kind), "convert_timm", None)
         if conv is None:
             raise ValueError(f"{kind} backbones have no ImageNet classifier format to load")
         return {f"backbone.{k}": v for k, v in conv(sd).items()}, fmt

@@ -14,3 +14,13 @@ def registrar(table: dict) -> Callable[[str], Callable[[T], T]]:
             return obj
         return deco
     return register
+
+
+def import_submodules(package: str, path) -> None:
+    """Import every module of a package (its families register themselves on import), so no
+    ``__init__`` keeps a list of them. Private modules (``_name``) are left alone."""
+    import importlib
+    import pkgutil
+    for info in sorted(pkgutil.iter_modules(path), key=lambda i: i.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{package}.{info.name}")

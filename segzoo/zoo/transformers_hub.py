@@ -9,7 +9,6 @@ published tables and configs cited in ``data/transformers_hub.json`` (``source.m
 """
 from __future__ import annotations
 
-from ..convert.sssegmentation import CONVNEXT_SIZES
 from ..registry import ModelRecord, register
 from . import dataset_meta, load_data
 
@@ -20,7 +19,10 @@ _SWIN = {  # variant -> (embed_dim, depths, num_heads, window_size)
     "tiny": (96, [2, 2, 6, 2], [3, 6, 12, 24], 7), "small": (96, [2, 2, 18, 2], [3, 6, 12, 24], 7),
     "base": (128, [2, 2, 18, 2], [4, 8, 16, 32], 12), "large": (192, [2, 2, 18, 2], [6, 12, 24, 48], 12),
 }
-_CONVNEXT_CROP = {"tiny": 512, "small": 512, "base": 512, "large": 640, "xlarge": 640}  # test crop per size
+_CONVNEXT = {  # variant -> (depths, hidden sizes, test crop)
+    "tiny": ([3, 3, 9, 3], [96, 192, 384, 768], 512), "small": ([3, 3, 27, 3], [96, 192, 384, 768], 512),
+    "base": ([3, 3, 27, 3], [128, 256, 512, 1024], 512), "large": ([3, 3, 27, 3], [192, 384, 768, 1536], 640),
+    "xlarge": ([3, 3, 27, 3], [256, 512, 1024, 2048], 640)}
 _MIT = {  # variant -> (embed_dims, depths, decoder channels)
     "b0": ([32, 64, 160, 256], [2, 2, 2, 2], 256), "b1": ([64, 128, 320, 512], [2, 2, 2, 2], 256),
     "b2": ([64, 128, 320, 512], [3, 4, 6, 3], 768), "b3": ([64, 128, 320, 512], [3, 4, 18, 3], 768),
@@ -68,8 +70,7 @@ def _records() -> list[ModelRecord]:
             num_classes=150, arch=_uper_arch(bb, 150), class_names=tuple(ade["class_names"]), crop_size=(512, 512),
             inference=_inference("whole", None, [2048, 512]), normalization=_IMAGENET, weights=_weights(repo),
             **_published(f"upernet_swin_{v}_ade20k", repo)))
-    for v, crop in _CONVNEXT_CROP.items():
-        depths, dims = CONVNEXT_SIZES[v]
+    for v, (depths, dims, crop) in _CONVNEXT.items():
         bb = {"type": "convnext", "depths": list(depths), "dims": list(dims), "layer_scale_init_value": 1.0,
               "drop_path_rate": 0.4}
         repo = f"openmmlab/upernet-convnext-{v}"

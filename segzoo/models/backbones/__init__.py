@@ -1,5 +1,7 @@
-"""Backbones; importing this package registers them all."""
-from .base import BACKBONES, build_backbone, register_backbone
-from . import convnext, mit, resnet, swin  # noqa: F401  (registration)
+"""Backbones; importing this package imports (and so registers) every backbone file in it."""
+from .._registry import import_submodules
+from .base import BACKBONES, backbone_family, build_backbone, register_backbone
 
-__all__ = ["BACKBONES", "build_backbone", "register_backbone"]
+import_submodules(__name__, __path__)
+
+__all__ = ["BACKBONES", "backbone_family", "build_backbone", "register_backbone"]

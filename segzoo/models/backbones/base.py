@@ -12,18 +12,28 @@ map a foreign backbone state dict (prefix already stripped) to its own keys.
 from __future__ import annotations
 
 import inspect
+import sys
+from types import ModuleType
 from typing import Callable
 
 import torch.nn as nn
 
 from .._registry import registrar
 
-__all__ = ["BACKBONES", "register_backbone", "build_backbone", "add_fresh_out_norms", "create_timm_pretrained"]
+__all__ = ["BACKBONES", "register_backbone", "build_backbone", "backbone_family", "add_fresh_out_norms", "create_timm_pretrained"]
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {}
 
 
 register_backbone = registrar(BACKBONES)  # @register_backbone("resnet") on a builder function
+
+
+def backbone_family(kind: str) -> ModuleType:
+    """The module that registered backbone type ``kind``: its family file, which also holds the
+    ``convert_<format>`` key converters and the SSSegmentation translation."""
+    if kind not in BACKBONES:
+        raise ValueError(f"unknown backbone type {kind!r}; known: {', '.join(sorted(BACKBONES))}")
+    return sys.modules[BACKBONES[kind].__module__]
 
 
 def build_backbone(cfg: dict, pretrained: bool = False) -> nn.Module:

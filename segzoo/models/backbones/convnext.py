@@ -17,10 +17,10 @@ import torch
 import torch.nn as nn
 from timm.layers import LayerNorm2d
 
-from ...convert import rename_key
+from ..foreign import check_defaults, rename_keys, ssseg_backbone
 from .base import add_fresh_out_norms, create_timm_pretrained, register_backbone
 
-__all__ = ["ConvNeXtBackbone", "convnext", "convert_sssegmentation", "convert_transformers", "convert_timm"]
+__all__ = ["ConvNeXtBackbone", "convnext", "from_ssseg", "SIZES", "convert_sssegmentation", "convert_transformers", "convert_timm"]
 
 _EPS = 1e-6
 # (depths, dims) -> timm weights used by ``pretrained=True`` when no ``pretrained_tag`` is given.
@@ -89,12 +89,27 @@ def convnext(depths, dims, layer_scale_init_value: float = 1e-6, drop_path_rate:
     return ConvNeXtBackbone(net)
 
 
+# ---- SSSegmentation config ---------------------------------------------------------------------------
+SIZES = {  # SSSegmentation's ``arch`` -> (depths, dims)
+    "tiny": ((3, 3, 9, 3), (96, 192, 384, 768)), "small": ((3, 3, 27, 3), (96, 192, 384, 768)),
+    "base": ((3, 3, 27, 3), (128, 256, 512, 1024)), "large": ((3, 3, 27, 3), (192, 384, 768, 1536)),
+    "xlarge": ((3, 3, 27, 3), (256, 512, 1024, 2048))}
+
+
+@ssseg_backbone("ConvNeXt")
+def from_ssseg(bb: dict) -> dict:
+    """SSSegmentation ``ConvNeXt`` config -> ``arch["backbone"]``; ``*_21k`` structures start from ImageNet-22k."""
+    check_defaults(bb, gap_before_final_norm=False, in_channels=3, stem_patch_size=4)
+    depths, dims = SIZES[bb["arch"]]
+    out = {"type": "convnext", "depths": list(depths), "dims": list(dims),
+           "layer_scale_init_value": float(bb.get("layer_scale_init_value", 1e-6)),
+           "drop_path_rate": float(bb.get("drop_path_rate", 0.0))}
+    if str(bb.get("structure_type", "")).endswith("_21k"):  # ImageNet-22k initialisation
+        out["pretrained_tag"] = f"convnext_{bb['arch']}.fb_in22k"
+    return out
+
+
 # ---- foreign state dicts -> ours -----------------------------------------------------------------
-def _rename(sd: dict, rules) -> dict:
-    """Keys rewritten by the first matching rule; keys no rule knows are kept (the strict load names them)."""
-    return {(rename_key(k, rules) or k): v for k, v in sd.items()}
-
-
 _BLOCK = r"stages.\1.blocks.\2."
 _SSSEG_RULES = [
     (r"^downsample_layers\.0\.([01])\.", r"stem.\1."),
@@ -109,7 +124,7 @@ _SSSEG_RULES = [
 
 def convert_sssegmentation(sd: dict) -> dict:
     """SSSegmentation ``ConvNeXt`` keys (``backbone_net.`` stripped) -> ours."""
-    return _rename(sd, _SSSEG_RULES)
+    return rename_keys(sd, _SSSEG_RULES)
 
 
 _HF_RULES = [
@@ -127,7 +142,7 @@ def convert_transformers(sd: dict) -> dict:
     """transformers ``ConvNextBackbone`` keys (``backbone.`` stripped) -> ours. The Hub files and the
     installed transformers' ``state_dict()`` use the same names (no load-time renames for ConvNeXt)."""
     out = {}
-    for k, v in _rename(sd, _HF_RULES).items():
+    for k, v in rename_keys(sd, _HF_RULES).items():
         m = re.match(r"^hidden_states_norms\.stage(\d+)\.(.*)$", k)
         if m and int(m.group(1)) >= 1:
             k = f"out_norms.{int(m.group(1)) - 1}.{m.group(2)}"

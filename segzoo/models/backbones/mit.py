@@ -20,9 +20,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath
 
+from ..foreign import check_defaults, ssseg_backbone
 from .base import register_backbone
 
-__all__ = ["MixVisionTransformer", "mit", "convert_sssegmentation", "convert_transformers", "convert_timm",
+__all__ = ["MixVisionTransformer", "mit", "from_ssseg", "convert_sssegmentation", "convert_transformers", "convert_timm",
            "segformer_encoder", "load_pretrained_file"]
 
 _FLAVORS = {"sssegmentation": 1e-6, "transformers": 1e-5}  # flavor -> LayerNorm eps
@@ -169,6 +170,19 @@ class MixVisionTransformer(nn.Module):
             x = stage(x)
             outs.append(x)
         return outs
+
+
+# ---- SSSegmentation config ---------------------------------------------------------------------------
+@ssseg_backbone("MixVisionTransformer")
+def from_ssseg(bb: dict) -> dict:
+    """SSSegmentation ``MixVisionTransformer`` config -> ``arch["backbone"]`` (its ``embed_dims`` is per head)."""
+    check_defaults(bb, num_stages=4, in_channels=3)
+    heads = list(bb["num_heads"])
+    return {"type": "mit", "embed_dims": [int(bb["embed_dims"]) * h for h in heads], "num_heads": heads,
+            "depths": list(bb["num_layers"]), "sr_ratios": list(bb["sr_ratios"]),
+            "patch_sizes": list(bb.get("patch_sizes", [7, 3, 3, 3])), "strides": list(bb.get("strides", [4, 2, 2, 2])),
+            "mlp_ratio": float(bb.get("mlp_ratio", 4)), "qkv_bias": bool(bb.get("qkv_bias", True)),
+            "drop_path_rate": float(bb.get("drop_path_rate", 0.0)), "flavor": "sssegmentation"}
 
 
 # ---- conversions ------------------------------------------------------------------------------

@@ -11,9 +11,10 @@ import re
 
 import torch.nn as nn
 
+from ..foreign import check_defaults, ssseg_backbone
 from .base import create_timm_pretrained, register_backbone
 
-__all__ = ["resnet", "convert_sssegmentation", "convert_timm"]
+__all__ = ["resnet", "from_ssseg", "convert_sssegmentation", "convert_timm"]
 
 _TIMM_NAMES = {  # (depth, deep stem) -> timm architecture; weights used by pretrained_backbone
     (50, True): "resnet50c.gluon_in1k", (101, True): "resnet101c.gluon_in1k",
@@ -54,6 +55,16 @@ def resnet(depth: int = 50, output_stride: int = 8, deep_stem: bool = True, pret
     model.min_input_size = 1           # padded convs and pooling accept any size
     model.frozen_inference_pays = True  # BatchNorm folded, oneDNN-packed: FCN 1.37x, DeepLabV3+ 1.45x per 512x1024 window
     return model
+
+
+# ---- SSSegmentation ---------------------------------------------------------------------------------
+@ssseg_backbone("ResNet")
+def from_ssseg(bb: dict) -> dict:
+    """SSSegmentation ``ResNet`` config -> ``arch["backbone"]`` (V1c deep stem unless ``use_conv3x3_stem`` is off)."""
+    check_defaults(bb, contract_dilation=True, use_avg_for_downsample=False, style="pytorch", base_channels=64,
+                   stem_channels=64, in_channels=3)
+    return {"type": "resnet", "depth": int(bb["depth"]), "output_stride": int(bb.get("outstride", 8)),
+            "deep_stem": bool(bb.get("use_conv3x3_stem", True))}
 
 
 # SSSegmentation -> segzoo key map: the deep stem is a flat Sequential there, conv1/bn1 in timm.

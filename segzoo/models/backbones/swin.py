@@ -25,10 +25,10 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, PatchEmbed, trunc_normal_
 from timm.models.swin_transformer import PatchMerging, WindowAttention
 
-from ...convert import rename_key
+from ..foreign import check_defaults, rename_key, ssseg_backbone
 from .base import add_fresh_out_norms, create_timm_pretrained, register_backbone
 
-__all__ = ["SwinTransformer", "swin", "convert_sssegmentation", "convert_transformers", "convert_timm"]
+__all__ = ["SwinTransformer", "swin", "from_ssseg", "convert_sssegmentation", "convert_transformers", "convert_timm"]
 
 # (embed_dim, depths, window_size) -> timm weights for ``pretrained=True`` without ``pretrained_tag``:
 # those the references fine-tune from (ImageNet-1k at 224 for tiny/small, ImageNet-22k at 384 for base/large).
@@ -202,6 +202,18 @@ def _fit_windows(sd: dict, model: nn.Module) -> dict:
                 and own[k].shape[1] == v.shape[1]:
             sd[k] = resize_rel_pos_bias_table_simple(v, new_window_size=(ws, ws), new_bias_shape=own[k].shape)
     return sd
+
+
+# ---- SSSegmentation config ---------------------------------------------------------------------------
+@ssseg_backbone("SwinTransformer")
+def from_ssseg(bb: dict) -> dict:
+    """SSSegmentation ``SwinTransformer`` config -> ``arch["backbone"]``."""
+    check_defaults(bb, use_abs_pos_embed=False, patch_norm=True, in_channels=3, qk_scale=None, drop_rate=0.0,
+                   attn_drop_rate=0.0)
+    return {"type": "swin", "embed_dim": int(bb["embed_dims"]), "depths": list(bb["depths"]),
+            "num_heads": list(bb["num_heads"]), "window_size": int(bb["window_size"]),
+            "mlp_ratio": float(bb.get("mlp_ratio", 4)), "qkv_bias": bool(bb.get("qkv_bias", True)),
+            "patch_size": int(bb.get("patch_size", 4)), "drop_path_rate": float(bb.get("drop_path_rate", 0.0))}
 
 
 # ---- foreign state dicts -> ours -----------------------------------------------------------------

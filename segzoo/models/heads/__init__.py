@@ -1,5 +1,7 @@
-"""Decode heads; importing this package registers them all."""
+"""Decode heads; importing this package imports (and so registers) every head file in it."""
+from .._registry import import_submodules
 from .base import HEADS, DecodeHead, build_head, register_head
-from . import aspp, fcn, ocr, psp, segformer, uper  # noqa: F401  (registration)
+
+import_submodules(__name__, __path__)
 
 __all__ = ["HEADS", "DecodeHead", "build_head", "register_head"]

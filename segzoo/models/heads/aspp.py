@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 
 from ..layers import ASPP, ConvNormAct, SeparableConvNormAct, resize
+from ..foreign import cna_rules, dsconv_rules, head_options, ssseg_segmentor
 from .base import DecodeHead, register_head
 
 
@@ -31,3 +32,25 @@ class ASPPHead(DecodeHead):
             x = torch.cat([resize(x, low.shape[-2:], self.align_corners), self.low_level(low)], dim=1)
             x = self.fuse(x)
         return self.classify(x)
+
+
+# ---- SSSegmentation ---------------------------------------------------------------------------------
+_ASPP_RULES = [*cna_rules(r"aspp_net\.parallel_branches\.(\d+)", r"decode_head.aspp.branches.\1"),
+               (r"^aspp_net\.global_branch\.1\.", "decode_head.aspp.image_pool.conv."),
+               (r"^aspp_net\.global_branch\.2\.", "decode_head.aspp.image_pool.bn."),
+               *cna_rules(r"aspp_net\.bottleneck", "decode_head.aspp.bottleneck")]
+
+
+@ssseg_segmentor("Deeplabv3", "deeplabv3", _ASPP_RULES + [(r"^decoder\.1\.", "decode_head.classifier.")])
+def from_ssseg(cfg: dict, sel: list) -> dict:
+    return {"type": "aspp", "in_index": sel[-1], "dilations": list(cfg["head"]["dilations"]), **head_options(cfg)}
+
+
+@ssseg_segmentor("Deeplabv3Plus", "deeplabv3plus", [
+    *dsconv_rules(r"aspp_net\.parallel_branches\.(\d+)", r"decode_head.aspp.branches.\1"), *_ASPP_RULES,
+    *cna_rules("shortcut", "decode_head.low_level"), *dsconv_rules(r"decoder\.(\d)", r"decode_head.fuse.\1"),
+    (r"^decoder\.3\.", "decode_head.classifier.")])
+def plus_from_ssseg(cfg: dict, sel: list) -> dict:
+    return {"type": "aspp", "in_index": sel[-1], "dilations": list(cfg["head"]["dilations"]), "separable": True,
+            "low_level_index": sel[0], "low_level_channels": int(cfg["head"]["shortcut_channels"]),
+            **head_options(cfg)}

@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from ..layers import ConvNormAct, SelfAttention
+from ..foreign import UnsupportedConfig, cna_rules, head_options, ssseg_segmentor
 from .base import DecodeHead, register_head
 
 __all__ = ["spatial_gather", "ObjectContextBlock", "OCRHead"]
@@ -58,3 +59,36 @@ class OCRHead(DecodeHead):
         pixels = self.bottleneck(self.select(feats))
         regions = spatial_gather(pixels, soft_regions, self.scale)
         return self.classify(self.object_context(pixels, regions))
+
+
+# ---- SSSegmentation (OCRNet) ------------------------------------------------------------------------
+def _attention_project(src: str, dst: str, num_convs: int) -> list[tuple[str, str]]:
+    """SSSegmentation's ``SelfAttentionBlock.buildproject`` (with norm): one conv is a flat
+    Sequential(conv, norm, act), several a Sequential of them -> ``SelfAttention`` projection at ``dst``."""
+    if num_convs == 1:
+        return cna_rules(src, f"{dst}.0")
+    return cna_rules(rf"{src}\.(\d+)", rf"{dst}.\1")
+
+
+_OCB, _ATT = r"object_context_block", "decode_head.object_context.attention"
+_OCR_OPTIONS = {"in_channels", "feats_channels", "transform_channels", "scale", "dropout"}
+
+
+@ssseg_segmentor("OCRNet", "ocrnet", [
+    *cna_rules(r"bottleneck", "decode_head.bottleneck"),
+    *_attention_project(rf"{_OCB}\.key_project", f"{_ATT}.key_project", 2),
+    *_attention_project(rf"{_OCB}\.query_project", f"{_ATT}.query_project", 2),
+    *_attention_project(rf"{_OCB}\.value_project", f"{_ATT}.value_project", 1),
+    *_attention_project(rf"{_OCB}\.out_project", f"{_ATT}.out_project", 1),
+    *cna_rules(rf"{_OCB}\.bottleneck", "decode_head.object_context.bottleneck"),
+    (r"^decoder\.1\.", "decode_head.classifier.")])
+def from_ssseg(cfg: dict, sel: list) -> dict:
+    head = cfg["head"]
+    if set(head) - _OCR_OPTIONS:
+        raise UnsupportedConfig(f"OCRNet head options {sorted(set(head) - _OCR_OPTIONS)} are not ported")
+    if head.get("scale", 1) != 1:  # ssseg then max-pools the attention's queries
+        raise UnsupportedConfig(f"OCRNet with scale={head['scale']!r} is not ported (only 1)")
+    if not isinstance(cfg.get("auxiliary"), dict):  # ssseg asserts one auxiliary head: the soft regions
+        raise UnsupportedConfig("OCRNet without exactly one auxiliary head (its soft object regions) is not ported")
+    return {"type": "ocr", "in_index": sel[-1], "transform_channels": int(head["transform_channels"]), "scale": 1,
+            **head_options(cfg)}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .segmentor import Segmentor, register_segmentor
+from ..segmentor import Segmentor, register_segmentor
 
 __all__ = ["OCRNet"]
 
