@@ -3,7 +3,7 @@ representations gathered from them by soft object regions, and an object-context
 block that augments each pixel with the regions it attends to; then the classifier.
 
 The soft object regions (N, K, h, w) come from outside the head (OCRNet's auxiliary FCN head,
-see ``segzoo.models.ocrnet``), so ``forward`` takes ``(feats, soft_regions)``. ``in_index`` /
+see ``segzoo.models.segmentors.ocrnet``), so ``forward`` takes ``(feats, soft_regions)``. ``in_index`` /
 ``in_channels`` say which backbone map carries the pixel features (ResNet's last stage; HRNet's
 concatenated branches).
 """
