@@ -13,7 +13,7 @@ from .errors import (CheckpointMismatchError, ChecksumMismatchError, InvalidImag
                      WeightsUnavailableError)
 from .registry import ModelRecord, list_models, model_info
 
-__version__ = "0.1.0"
+from ._version import __version__
 __all__ = ["create_model", "list_models", "model_info", "ModelRecord", "UnknownModelError", "InvalidImageError",
            "WeightsUnavailableError", "ChecksumMismatchError", "CheckpointMismatchError", "__version__"]
 

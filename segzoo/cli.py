@@ -42,17 +42,98 @@ def _info(args) -> int:
 
 
 def _predict(args) -> int:
-    from .inference import predict_command
-    return predict_command(args)
+    """``segzoo predict IMAGES_OR_FOLDERS... --model NAME --out DIR``: writes ``<stem>_labels.png``
+    (uint8, or uint16 beyond 256 classes; ``--output probs``: ``<stem>_probs.npy``, CxHxW float32)
+    and ``<stem>_overlay.png`` per image and prints one line each. Every readable image is
+    processed; each one that fails is named on stderr and the exit status is 1 at the end. The
+    output folder is created only when something is written to it."""
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    from . import create_model
+    from .errors import InvalidImageError
+    from .inference import _image_files, _palette, load_image, overlay, predict
+
+    paths, problems = _image_files(args.images)
+    for msg in problems:
+        print(f"segzoo: error: {msg}", file=sys.stderr)
+    if not paths:
+        return 1
+    out_dir = Path(args.out)
+    checkpoint = getattr(args, "checkpoint", None)
+    model = create_model(args.model, pretrained=checkpoint is None, checkpoint=checkpoint,
+                         device=getattr(args, "device", None))
+    record = model.record
+    num_classes = int(getattr(model, "num_classes", None) or record.num_classes)
+    palette = _palette(num_classes, getattr(record, "dataset", None))
+    output = getattr(args, "output", None) or "labels"
+    kwargs = {"mode": args.mode, "scales": args.scales, "flip": True if args.flip else None, "output": output,
+              "crop_size": _cli_pair(getattr(args, "crop_size", None)), "stride": _cli_pair(getattr(args, "stride", None))}
+    if getattr(args, "batch_size", None):
+        kwargs["batch_size"] = args.batch_size
+    used: set[str] = set()
+    failed = len(problems)
+    for path in paths:
+        try:
+            rgb = load_image(path, str(path))
+            result = predict(model, rgb, **kwargs)
+        except InvalidImageError as exc:
+            print(f"segzoo: skipped: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        labels = result if output == "labels" else result.argmax(axis=0)
+        stem, k = path.stem, 1
+        while stem in used:
+            stem, k = f"{path.stem}_{k}", k + 1
+        used.add(stem)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        overlay_path = out_dir / f"{stem}_overlay.png"
+        if output == "labels":
+            main_path = out_dir / f"{stem}_labels.png"
+            Image.fromarray(labels.astype(np.uint8 if num_classes <= 256 else np.uint16)).save(main_path)
+        else:
+            main_path = out_dir / f"{stem}_probs.npy"
+            np.save(main_path, result)
+        Image.fromarray(overlay(rgb, labels, palette)).save(overlay_path)
+        present = np.unique(labels)
+        print(f"{path}: {labels.shape[1]}x{labels.shape[0]}, {len(present)} classes -> {main_path}, {overlay_path}")
+    if failed:
+        print(f"segzoo: {failed} of {len(paths) + len(problems)} inputs failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cli_pair(values):
+    """``--crop-size 512`` or ``--crop-size 512 1024`` -> 512 or (512, 1024); None stays None."""
+    if not values:
+        return None
+    if len(values) > 2:
+        raise ValueError(f"expected one or two sizes (H [W]), got {len(values)}")
+    return values[0] if len(values) == 1 else tuple(values)
 
 
 def _convert(args) -> int:
-    from .hub import convert_command
-    return convert_command(args)
+    """``segzoo convert NAME --out DIR [--checkpoint FILE]``: the record's original checkpoint
+    (downloaded, or FILE) in save_pretrained's layout, ready for ``push_to_hub``."""
+    from ._factory import build_and_load
+    from .hub import save_pretrained
+    from .hub.files import _sha256_file
+    from .registry import get_record
+
+    record = get_record(args.name)
+    model, info = build_and_load(record.arch, checkpoint=args.checkpoint or None, record=record)
+    model.record = record
+    out = save_pretrained(model, args.out, provenance={"source": info["checkpoint"], "format": info["format"],
+                                                       "weights": [dict(w) for w in record.weights]})
+    print(f"{record.name}: {info['format']} weights from {info['checkpoint']}")
+    print(f"wrote {out}: model.safetensors (sha256 {_sha256_file(out / 'model.safetensors')}), config.json, README.md")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from ._version import __version__
     p = argparse.ArgumentParser(prog="segzoo", description="Semantic-segmentation model hub.")
     p.add_argument("--version", action="version", version=f"segzoo {__version__}")
     sub = p.add_subparsers(dest="command", required=True)

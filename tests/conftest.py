@@ -30,7 +30,7 @@ def hub_env(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    monkeypatch.setattr(hub, "_REACH", {})  # endpoints found unreachable (ports get reused)
+    monkeypatch.setattr(hub.hf, "_REACH", {})  # endpoints found unreachable (ports get reused)
     yield em
     em.stop()
 

@@ -112,8 +112,8 @@ def test_pretrained_falls_back_converts_and_caches(env, ref, make_record, caplog
     # second call: server gone, and neither download nor conversion may run
     env.stop()
     n_requests = len(env.log)
-    monkeypatch.setattr(hub, "fetch_weights", lambda *a, **k: pytest.fail("downloaded again"))
-    monkeypatch.setattr(hub, "to_segzoo", lambda *a, **k: pytest.fail("converted again"))
+    monkeypatch.setattr(hub.cache, "fetch_weights", lambda *a, **k: pytest.fail("downloaded again"))
+    monkeypatch.setattr(hub.cache, "to_segzoo", lambda *a, **k: pytest.fail("converted again"))
     caplog.clear()
     again = segzoo.create_model(rec.name, pretrained=True)
     assert torch.equal(_logits(again), _logits(model))
@@ -518,7 +518,7 @@ def test_changed_upstream_file_is_converted_again(env, ref, make_record, tmp_pat
     assert json.loads(meta_path.read_text())["original"]["sha256"] == hashlib.sha256(new).hexdigest()
     # and that conversion is the cached one from now on, without network or conversion
     env.stop()
-    monkeypatch.setattr(hub, "to_segzoo", lambda *a, **k: pytest.fail("converted again"))
+    monkeypatch.setattr(hub.cache, "to_segzoo", lambda *a, **k: pytest.fail("converted again"))
     again = segzoo.create_model(rec.name, pretrained=True)
     assert torch.equal(_logits(again), _logits(model))
 
@@ -549,7 +549,7 @@ def test_changed_hub_file_is_converted_again(env, ref, make_record, tmp_path, ca
     import shutil
     shutil.rmtree(tmp_path / "hf-home")
     env.stop()
-    monkeypatch.setattr(hub, "to_segzoo", lambda *a, **k: pytest.fail("converted again"))
+    monkeypatch.setattr(hub.cache, "to_segzoo", lambda *a, **k: pytest.fail("converted again"))
     caplog.clear()
     again = segzoo.create_model(rec.name, pretrained=True)
     assert torch.equal(_logits(again), _logits(model))

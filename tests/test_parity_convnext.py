@@ -170,9 +170,12 @@ def test_convnext_pretrained_backbone(hub_env, timm_on_hub):
     assert all(torch.equal(ours[k], sd[k]) for k in set(sd) - classifier)
     assert model.backbone.out_channels == [96, 192, 384, 768]
     assert all(torch.equal(n.weight, torch.ones_like(n.weight)) for n in model.backbone.out_norms)
-    with pytest.raises(ValueError, match="convnext_atto.d2_in1k.*depths=\\[2, 2, 6, 2\\]"):
-        build_backbone({"type": "convnext", "depths": [3, 3, 9, 3], "dims": [96, 192, 384, 768],
-                        "pretrained_tag": "convnext_atto.d2_in1k"}, pretrained=True)
+    from segzoo._factory import load_imagenet
+    from segzoo.errors import CheckpointMismatchError
+    cfg = {"type": "convnext", "depths": [3, 3, 9, 3], "dims": [96, 192, 384, 768],
+           "pretrained_tag": "convnext_atto.d2_in1k"}
+    with pytest.raises(CheckpointMismatchError, match="convnext_atto.d2_in1k.*does not match"):
+        load_imagenet(build_backbone(cfg), cfg)
     assert hub_env.requests_to("/timm/convnext_atto.d2_in1k/resolve/main/model.safetensors")
 
 
@@ -184,5 +187,6 @@ def test_convnext_bad_config_errors():
         build_backbone({"type": "convnext", "depths": [1, 1, 1, 1], "dims": [8, 16, 32, 64], "flavor": "transformers"})
     for name in segzoo.list_models("*convnext*"):
         assert "flavor" not in segzoo.model_info(name)["arch"]["backbone"], name
+    from segzoo.models.backbones.convnext import imagenet_weights
     with pytest.raises(ValueError, match="pretrained_tag"):
-        build_backbone({"type": "convnext", "depths": [1, 1, 1, 1], "dims": [8, 16, 32, 64]}, pretrained=True)
+        imagenet_weights({"type": "convnext", "depths": [1, 1, 1, 1], "dims": [8, 16, 32, 64]})

@@ -134,7 +134,7 @@ def test_segformer_transformers_parity(repo, depths, layout, tmp_path):
     assert rel_diff(ours, theirs) <= 1e-4
 
 
-def test_mit_pretrained_backbone(hub_env, tmp_path):
+def test_mit_pretrained_backbone(hub_env, tmp_path, monkeypatch):
     """``pretrained_backbone=True``: the ImageNet weights of ``nvidia/mit-b0`` (transformers'
     SegformerForImageClassification) from the Hub (the emulator at HF_ENDPOINT; segzoo's download code
     unmocked); the classifier is dropped, the encoder loads strictly; features match the reference's
@@ -163,10 +163,15 @@ def test_mit_pretrained_backbone(hub_env, tmp_path):
     bad = {k: v for k, v in ref.state_dict().items() if "stages.3.layer_norm" not in k}
     from safetensors.torch import save_file
     save_file({k: v.contiguous() for k, v in bad.items()}, str(tmp_path / "bad.safetensors"))
-    with pytest.raises(RuntimeError, match="missing keys"):
-        mit_mod.load_pretrained_file(model.backbone, tmp_path / "bad.safetensors")
+    from segzoo._factory import load_imagenet
+    from segzoo.errors import CheckpointMismatchError
+    cfg = model.arch["backbone"]
+    with monkeypatch.context() as m:  # the same load path, served a file that lacks a norm
+        m.setattr(mit_mod, "imagenet_weights", lambda c: {"sources": [{"path": str(tmp_path / "bad.safetensors")}]})
+        with pytest.raises(CheckpointMismatchError, match="missing keys"):
+            load_imagenet(model.backbone, cfg)
     with pytest.raises(ValueError, match="no ImageNet weights"):
-        mit_mod.mit([32, 64, 160, 256], [1, 2, 5, 8], [1, 1, 1, 1], [8, 4, 2, 1], pretrained=True)
+        mit_mod.imagenet_weights(dict(cfg, sr_ratios=[1, 1, 1, 1]))
 
 
 def test_mit_backbone_variant_parity():

@@ -200,12 +200,15 @@ def test_swin_pretrained_backbone(hub_env, timm_on_hub):
 
     cfg = {"type": "swin", "embed_dim": 96, "depths": [2, 2, 6, 2], "num_heads": [3, 6, 12, 24], "window_size": 12,
            "pretrained_tag": tag}
-    net = build_backbone(cfg, pretrained=True)  # the file comes from the Hugging Face cache now
+    from segzoo._factory import load_imagenet
+    from segzoo.errors import CheckpointMismatchError
+    net = build_backbone(cfg)
+    load_imagenet(net, cfg)  # the file comes from the Hugging Face cache now
     assert net.layers[3].blocks[0].attn.relative_position_bias_table.shape == (23 * 23, 24)
     assert torch.equal(net.layers[2].blocks[5].mlp.fc2.weight, sd["layers.2.blocks.5.mlp.fc2.weight"])
     assert torch.equal(net.out_norms[2].weight, torch.ones(384))
-    with pytest.raises(ValueError, match="pretrained_tag"):
-        build_backbone(dict(cfg, depths=[2, 2, 2, 2]), pretrained=True)
+    with pytest.raises(CheckpointMismatchError, match=f"{tag}.*does not match"):
+        load_imagenet(build_backbone(dict(cfg, depths=[2, 2, 2, 2])), dict(cfg, depths=[2, 2, 2, 2]))
 
 
 def test_swin_errors():

@@ -128,7 +128,10 @@ def test_every_architecture_builds_and_runs(name):
     assert torch.isfinite(out).all()
     model.train()
     train_out = model(torch.randn(2, 3, 64, 64))
-    assert set(train_out) == {"logits", "aux_logits"}
+    # the outputs the losses need, each named in the segmentor's LOSSES, and every loss the
+    # record's recipe trains with has an output to read
+    assert {"logits", "aux_logits"} <= set(train_out) <= set(type(model).LOSSES)
+    assert set(model.record.recipe.get("losses") or {}) <= set(type(model).LOSSES.values())
     assert len(train_out["aux_logits"]) == len(model.record.arch["aux_heads"])
 
 

@@ -1,4 +1,5 @@
-"""Segmentor: backbone + decode head + auxiliary heads, and the user-facing model methods."""
+"""Segmentor: backbone + decode head + auxiliary heads (networks only; the user-facing methods are
+``segzoo.api``'s)."""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -30,6 +31,9 @@ class Segmentor(nn.Module):
 
     #: whether inference runs the auxiliary heads (True where the decode head reads their output)
     aux_heads_in_inference: bool = False
+    #: train-mode output key -> the name of the loss (in the reference config's ``losses``) that
+    #: supervises it; a segmentor with other outputs declares its own (the training code reads this)
+    LOSSES: dict = {"logits": "loss_cls", "aux_logits": "loss_aux"}
 
     def __init__(self, backbone: nn.Module, decode_head: nn.Module, aux_heads=(), align_corners: bool = False):
         super().__init__()
@@ -71,41 +75,14 @@ class Segmentor(nn.Module):
         """Eval-mode logits resized to the input's spatial size."""
         return resize(self(x), x.shape[-2:], self.align_corners)
 
-    # --- user-facing methods, implemented in their own modules ---------------------------------
-    def predict(self, image, *, mode: str | None = None, crop_size=None, stride=None, scales=None,
-                flip: bool | None = None, output: str = "labels", batch_size: int | None = None, device=None,
-                score_device=None, resize=None, optimize: bool | None = None):
-        """Segment ``image``: a path, PIL image, HxWx3 uint8 numpy array (float arrays: 0..255), or a
-        list of those. Returns, at the input's size, an HxW int64 array of class ids
-        (``output="labels"``), CxHxW float32 probabilities (``"probs"``) or logits (``"logits"``);
-        a list for a list input.
 
-        Unset arguments follow the model's record (its test protocol): ``mode`` ("whole" or
-        "slide"), ``crop_size`` and ``stride`` of the slide windows (int or (h, w)), ``scales``
-        (multi-scale), ``flip``, ``resize`` (the test-time resize; False skips it) and the
-        normalisation. ``batch_size``: slide windows per forward pass; ``device``: move the model
-        first; ``score_device``: where the full-size score buffer lives; ``optimize``: the CPU
-        fast path for slide windows (None: where it pays). See ``segzoo.inference.predict``."""
-        from ..inference import predict
-        return predict(self, image, mode=mode, crop_size=crop_size, stride=stride, scales=scales, flip=flip,
-                       output=output, batch_size=batch_size, device=device, score_device=score_device,
-                       resize=resize, optimize=optimize)
-
-    def save_pretrained(self, save_directory, **kwargs):
-        from ..hub import save_pretrained
-        return save_pretrained(self, save_directory, **kwargs)
-
-    def push_to_hub(self, repo_id: str, **kwargs):
-        from ..hub import push_to_hub
-        return push_to_hub(self, repo_id, **kwargs)
-
-
-def build_model(arch: Mapping[str, Any], num_classes: int | None = None, pretrained_backbone: bool = False) -> Segmentor:
+def build_model(arch: Mapping[str, Any], num_classes: int | None = None) -> Segmentor:
     """Build a randomly initialised :class:`Segmentor` (or the class registered for
-    ``arch["segmentor"]``) from an ``arch`` mapping (see ModelRecord.arch)."""
+    ``arch["segmentor"]``) from an ``arch`` mapping (see ModelRecord.arch). Weights, ImageNet ones
+    included, are put in by ``segzoo._factory.build_and_load``."""
     num_classes = int(num_classes if num_classes is not None else arch["num_classes"])
     align_corners = bool(arch.get("align_corners", False))
-    backbone = build_backbone(arch["backbone"], pretrained=pretrained_backbone)
+    backbone = build_backbone(arch["backbone"])
     chans = backbone.out_channels
     head = build_head(arch["decode_head"], chans, num_classes, align_corners)
     aux = [build_head(cfg, chans, num_classes, align_corners) for cfg in arch.get("aux_heads", ())]

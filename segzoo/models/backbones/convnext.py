@@ -18,9 +18,9 @@ import torch.nn as nn
 from timm.layers import LayerNorm2d
 
 from ..foreign import check_defaults, rename_keys, ssseg_backbone
-from .base import add_fresh_out_norms, create_timm_pretrained, register_backbone
+from .base import add_fresh_out_norms, register_backbone
 
-__all__ = ["ConvNeXtBackbone", "convnext", "from_ssseg", "SIZES", "convert_sssegmentation", "convert_transformers", "convert_timm"]
+__all__ = ["ConvNeXtBackbone", "convnext", "from_ssseg", "SIZES", "convert_sssegmentation", "convert_transformers", "convert_timm", "imagenet_weights"]
 
 _EPS = 1e-6
 # (depths, dims) -> timm weights used by ``pretrained=True`` when no ``pretrained_tag`` is given.
@@ -62,31 +62,28 @@ class ConvNeXtBackbone(nn.Module):
 
 
 @register_backbone("convnext")
-def convnext(depths, dims, layer_scale_init_value: float = 1e-6, drop_path_rate: float = 0.0,
-             pretrained: bool = False, pretrained_tag: str | None = None) -> nn.Module:
+def convnext(depths, dims, layer_scale_init_value: float = 1e-6, drop_path_rate: float = 0.0) -> nn.Module:
     depths, dims = tuple(int(d) for d in depths), tuple(int(d) for d in dims)
     if len(depths) != 4 or len(dims) != 4:
         raise ValueError(f"ConvNeXt needs 4 depths and 4 dims, got depths={list(depths)}, dims={list(dims)}")
     # the references disable layer scale with a value <= 0; timm with None
     ls_init = float(layer_scale_init_value) if layer_scale_init_value and layer_scale_init_value > 0 else None
-    kwargs = dict(ls_init_value=ls_init, drop_path_rate=float(drop_path_rate))
-    if pretrained:
-        name = pretrained_tag or _TIMM_WEIGHTS.get((depths, dims))
-        if name is None:
-            raise ValueError(f"no ImageNet weights known for ConvNeXt depths={list(depths)}, dims={list(dims)}; "
-                             "pass pretrained_tag")
-        if ls_init is None:
-            raise ValueError("ImageNet ConvNeXt weights include layer scale; layer_scale_init_value must be > 0")
-        # timm resolves and downloads the weights (Hugging Face Hub, honours HF_ENDPOINT)
-        net = create_timm_pretrained(name, **kwargs)
-        got = (tuple(len(s.blocks) for s in net.stages), tuple(int(f["num_chs"]) for f in net.feature_info))
-        if got != (depths, dims):
-            raise ValueError(f"pretrained_tag {name!r} is ConvNeXt depths={list(got[0])}, dims={list(got[1])}; "
-                             f"this backbone has depths={list(depths)}, dims={list(dims)}")
-    else:
-        from timm.models.convnext import ConvNeXt
-        net = ConvNeXt(depths=depths, dims=dims, num_classes=0, **kwargs)
+    from timm.models.convnext import ConvNeXt
+    net = ConvNeXt(depths=depths, dims=dims, num_classes=0, ls_init_value=ls_init, drop_path_rate=float(drop_path_rate))
     return ConvNeXtBackbone(net)
+
+
+def imagenet_weights(cfg: dict) -> dict:
+    """timm's ImageNet classifier for the size (``pretrained_tag`` picks another one, e.g. ImageNet-22k)."""
+    depths, dims = tuple(int(d) for d in cfg["depths"]), tuple(int(d) for d in cfg["dims"])
+    name = cfg.get("pretrained_tag") or _TIMM_WEIGHTS.get((depths, dims))
+    if name is None:
+        raise ValueError(f"no ImageNet weights known for ConvNeXt depths={list(depths)}, dims={list(dims)}; "
+                         "pass pretrained_tag")
+    ls = cfg.get("layer_scale_init_value", 1e-6)
+    if not ls or ls <= 0:
+        raise ValueError("ImageNet ConvNeXt weights include layer scale; layer_scale_init_value must be > 0")
+    return {"timm": name}
 
 
 # ---- SSSegmentation config ---------------------------------------------------------------------------

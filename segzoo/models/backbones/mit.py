@@ -24,7 +24,7 @@ from ..foreign import check_defaults, ssseg_backbone
 from .base import register_backbone
 
 __all__ = ["MixVisionTransformer", "mit", "from_ssseg", "convert_sssegmentation", "convert_transformers", "convert_timm",
-           "segformer_encoder", "load_pretrained_file"]
+           "segformer_encoder", "imagenet_weights"]
 
 _FLAVORS = {"sssegmentation": 1e-6, "transformers": 1e-5}  # flavor -> LayerNorm eps
 
@@ -287,38 +287,22 @@ def convert_timm(sd: dict) -> dict:
 
 
 # ---- ImageNet weights ---------------------------------------------------------------------------
-def _download(repo_id: str) -> str:
-    """Local path of the repo's weights (Hub cache; the first of ``_HUB_FILES`` it has)."""
-    from ...hub import fetch_weights
-    path, _ = fetch_weights([{"hf_hub_id": repo_id, "filename": f} for f in _HUB_FILES],
-                            label=f"MiT ImageNet weights ({repo_id})")
-    return str(path)
-
-
-def load_pretrained_file(model: nn.Module, path) -> None:
-    """Load a MiT ImageNet classifier file (transformers' ``SegformerForImageClassification``,
-    ``segformer.encoder.*`` keys; the classifier is dropped, see :func:`convert_timm`) strictly into
-    ``model``."""
-    from ..._factory import load_state_dict_strict
-    from ...hub import read_state_dict
-    sd = read_state_dict(path)
-    if not any(k.startswith("segformer.") for k in sd):
-        raise ValueError(f"{path} holds no transformers Segformer encoder (no 'segformer.' keys)")
-    load_state_dict_strict(model, convert_timm(sd), source=str(path))
+def imagenet_weights(cfg: dict) -> dict:
+    """MiT-b0..b5's ImageNet classifiers: transformers' ``SegformerForImageClassification`` repos."""
+    repo = _PRETRAINED.get((tuple(cfg["embed_dims"]), tuple(cfg["depths"])))
+    same = (tuple(cfg["num_heads"]) == (1, 2, 5, 8) and tuple(cfg["sr_ratios"]) == (8, 4, 2, 1)
+            and float(cfg.get("mlp_ratio", 4.0)) == 4.0 and tuple(cfg.get("patch_sizes", (7, 3, 3, 3))) == (7, 3, 3, 3)
+            and tuple(cfg.get("strides", (4, 2, 2, 2))) == (4, 2, 2, 2))
+    if repo is None or not same:
+        raise ValueError(f"no ImageNet weights for MiT with embed_dims={list(cfg['embed_dims'])}, "
+                         f"depths={list(cfg['depths'])} (known: MiT-b0..b5)")
+    return {"sources": [{"hf_hub_id": repo, "filename": f} for f in _HUB_FILES],
+            "label": f"MiT ImageNet weights ({repo})"}
 
 
 # ---- registration -----------------------------------------------------------------------------
 @register_backbone("mit")
 def mit(embed_dims, num_heads, depths, sr_ratios, patch_sizes=(7, 3, 3, 3), strides=(4, 2, 2, 2), mlp_ratio=4.0,
-        qkv_bias=True, drop_path_rate=0.0, flavor="sssegmentation", pretrained=False) -> MixVisionTransformer:
-    model = MixVisionTransformer(embed_dims, num_heads, depths, sr_ratios, patch_sizes, strides, mlp_ratio, qkv_bias,
-                                 drop_path_rate, flavor)
-    if pretrained:
-        key = (tuple(embed_dims), tuple(depths))
-        repo = _PRETRAINED.get(key)
-        if repo is None or tuple(num_heads) != (1, 2, 5, 8) or tuple(sr_ratios) != (8, 4, 2, 1) \
-                or float(mlp_ratio) != 4.0 or tuple(patch_sizes) != (7, 3, 3, 3) or tuple(strides) != (4, 2, 2, 2):
-            raise ValueError(f"no ImageNet weights for MiT with embed_dims={list(embed_dims)}, depths={list(depths)} "
-                             "(known: MiT-b0..b5)")
-        load_pretrained_file(model, _download(repo))
-    return model
+        qkv_bias=True, drop_path_rate=0.0, flavor="sssegmentation") -> MixVisionTransformer:
+    return MixVisionTransformer(embed_dims, num_heads, depths, sr_ratios, patch_sizes, strides, mlp_ratio, qkv_bias,
+                                drop_path_rate, flavor)

@@ -12,9 +12,9 @@ import re
 import torch.nn as nn
 
 from ..foreign import check_defaults, ssseg_backbone
-from .base import create_timm_pretrained, register_backbone
+from .base import register_backbone
 
-__all__ = ["resnet", "from_ssseg", "convert_sssegmentation", "convert_timm"]
+__all__ = ["resnet", "from_ssseg", "convert_sssegmentation", "convert_timm", "imagenet_weights"]
 
 _TIMM_NAMES = {  # (depth, deep stem) -> timm architecture; weights used by pretrained_backbone
     (50, True): "resnet50c.gluon_in1k", (101, True): "resnet101c.gluon_in1k",
@@ -25,8 +25,7 @@ _DEPTHS = {18: ("basic", [2, 2, 2, 2]), 34: ("basic", [3, 4, 6, 3]), 50: ("bottl
 
 
 @register_backbone("resnet")
-def resnet(depth: int = 50, output_stride: int = 8, deep_stem: bool = True, pretrained: bool = False,
-           pretrained_tag: str | None = None, out_indices=(0, 1, 2, 3)) -> nn.Module:
+def resnet(depth: int = 50, output_stride: int = 8, deep_stem: bool = True, out_indices=(0, 1, 2, 3)) -> nn.Module:
     if depth not in _DEPTHS:
         raise ValueError(f"ResNet depth must be one of {sorted(_DEPTHS)}, got {depth}")
     if output_stride not in (8, 16, 32):
@@ -36,16 +35,8 @@ def resnet(depth: int = 50, output_stride: int = 8, deep_stem: bool = True, pret
     kwargs = dict(block=BasicBlock if block == "basic" else Bottleneck, layers=layers, output_stride=output_stride)
     if deep_stem:
         kwargs.update(stem_width=32, stem_type="deep")
-    if pretrained:
-        name = pretrained_tag or _TIMM_NAMES.get((depth, deep_stem))
-        if name is None:
-            raise ValueError(f"no ImageNet weights known for ResNet-{depth} (deep_stem={deep_stem})")
-        model = create_timm_pretrained(name, features_only=True, out_indices=tuple(i + 1 for i in out_indices),
-                                       output_stride=output_stride)
-    else:
-        from timm.models import FeatureListNet
-        net = ResNet(**kwargs)
-        model = FeatureListNet(net, out_indices=tuple(i + 1 for i in out_indices))
+    from timm.models import FeatureListNet
+    model = FeatureListNet(ResNet(**kwargs), out_indices=tuple(i + 1 for i in out_indices))
     if block == "basic":
         for m in model.modules():
             if isinstance(m, BasicBlock):
@@ -80,6 +71,14 @@ def convert_sssegmentation(sd: dict) -> dict:
             k = _SSSEG_STEM[m.group(0)] + k[m.end():]
         out[k] = v
     return out
+
+
+def imagenet_weights(cfg: dict) -> dict:
+    """timm's ImageNet classifier for the config (``pretrained_tag`` picks another one)."""
+    name = cfg.get("pretrained_tag") or _TIMM_NAMES.get((int(cfg.get("depth", 50)), bool(cfg.get("deep_stem", True))))
+    if name is None:
+        raise ValueError(f"no ImageNet weights known for ResNet-{cfg.get('depth')} (deep_stem={cfg.get('deep_stem')})")
+    return {"timm": name}
 
 
 _TIMM_CLASSIFIER = re.compile(r"^fc\.(weight|bias)$")

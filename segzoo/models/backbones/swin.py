@@ -26,9 +26,10 @@ from timm.layers import DropPath, Mlp, PatchEmbed, trunc_normal_
 from timm.models.swin_transformer import PatchMerging, WindowAttention
 
 from ..foreign import check_defaults, rename_key, ssseg_backbone
-from .base import add_fresh_out_norms, create_timm_pretrained, register_backbone
+from .base import add_fresh_out_norms, register_backbone
 
-__all__ = ["SwinTransformer", "swin", "from_ssseg", "convert_sssegmentation", "convert_transformers", "convert_timm"]
+__all__ = ["SwinTransformer", "swin", "from_ssseg", "convert_sssegmentation", "convert_transformers", "convert_timm", "imagenet_weights",
+           "adapt_imagenet"]
 
 # (embed_dim, depths, window_size) -> timm weights for ``pretrained=True`` without ``pretrained_tag``:
 # those the references fine-tune from (ImageNet-1k at 224 for tiny/small, ImageNet-22k at 384 for base/large).
@@ -160,8 +161,7 @@ class SwinTransformer(nn.Module):
 
 @register_backbone("swin")
 def swin(embed_dim, depths, num_heads, window_size, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-         patch_size: int = 4, drop_path_rate: float = 0.0, pretrained: bool = False,
-         pretrained_tag: str | None = None) -> nn.Module:
+         patch_size: int = 4, drop_path_rate: float = 0.0) -> nn.Module:
     embed_dim, window_size, patch_size = int(embed_dim), int(window_size), int(patch_size)
     depths, num_heads = tuple(int(d) for d in depths), tuple(int(h) for h in num_heads)
     if len(depths) != 4 or len(num_heads) != 4:
@@ -174,24 +174,20 @@ def swin(embed_dim, depths, num_heads, window_size, mlp_ratio: float = 4.0, qkv_
         raise ValueError(f"Swin window_size must be >= 2, got {window_size}")
     model = SwinTransformer(embed_dim, depths, num_heads, window_size, float(mlp_ratio), bool(qkv_bias), patch_size,
                             float(drop_path_rate))
-    if pretrained:
-        name = pretrained_tag or _TIMM_WEIGHTS.get((embed_dim, depths, window_size))
-        if name is None:
-            raise ValueError(f"no ImageNet weights known for Swin embed_dim={embed_dim}, depths={list(depths)}, "
-                             f"window_size={window_size}; pass pretrained_tag")
-        # timm resolves and downloads the weights (Hugging Face Hub, honours HF_ENDPOINT)
-        sd = _fit_windows(convert_timm(create_timm_pretrained(name).state_dict()), model)
-        own = model.state_dict()
-        bad = sorted(set(own) ^ set(sd)) + sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
-        if bad:
-            raise ValueError(f"pretrained_tag {name!r} does not fit Swin embed_dim={embed_dim}, depths={list(depths)}, "
-                             f"num_heads={list(num_heads)}, patch_size={patch_size}, mlp_ratio={mlp_ratio} "
-                             f"(e.g. {bad[0]})")
-        model.load_state_dict(sd, strict=True)
     return model
 
 
-def _fit_windows(sd: dict, model: nn.Module) -> dict:
+def imagenet_weights(cfg: dict) -> dict:
+    """timm's ImageNet classifier the references fine-tune from (``pretrained_tag`` picks another one)."""
+    key = (int(cfg["embed_dim"]), tuple(int(d) for d in cfg["depths"]), int(cfg["window_size"]))
+    name = cfg.get("pretrained_tag") or _TIMM_WEIGHTS.get(key)
+    if name is None:
+        raise ValueError(f"no ImageNet weights known for Swin embed_dim={key[0]}, depths={list(key[1])}, "
+                         f"window_size={key[2]}; pass pretrained_tag")
+    return {"timm": name}
+
+
+def adapt_imagenet(sd: dict, model: nn.Module) -> dict:
     """Resize relative position bias tables made for another window size (bicubic, as SSSegmentation
     does when it starts a window-12 model from window-7 ImageNet weights)."""
     from timm.layers import resize_rel_pos_bias_table_simple
