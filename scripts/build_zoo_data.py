@@ -37,7 +37,7 @@ DEFAULT_OUT = ROOT / "segzoo" / "zoo" / "data"
 if str(ROOT) not in sys.path:  # the translator is segzoo's own, from this checkout
     sys.path.insert(0, str(ROOT))
 
-KEEP = ("type", "num_classes", "align_corners", "backbone", "head", "auxiliary", "inference", "losses",
+KEEP = ("type", "segmentor", "num_classes", "align_corners", "backbone", "head", "auxiliary", "inference", "losses",
         "scheduler", "norm_cfg", "act_cfg")
 FILES = ("sssegmentation.json", "sssegmentation_skipped.json", "datasets.json")
 

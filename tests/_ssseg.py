@@ -19,8 +19,55 @@ def ssseg_config(config_name: str, **backbone_overrides) -> dict:
     return cfg
 
 
+class MMCVCrissCrossAttention(torch.nn.Module):
+    """``mmcv.ops.CrissCrossAttention(in_channels)``: mmcv's parameters, segzoo's plain-PyTorch operator."""
+
+    def __init__(self, in_channels: int):
+        super().__init__()
+        from ssseg.modules.models.backbones import Scale
+        self.query_conv = torch.nn.Conv2d(in_channels, in_channels // 8, 1)
+        self.key_conv = torch.nn.Conv2d(in_channels, in_channels // 8, 1)
+        self.value_conv = torch.nn.Conv2d(in_channels, in_channels, 1)
+        self.gamma = Scale(0.)
+        self.in_channels = in_channels
+
+    def forward(self, x):
+        from segzoo.models.heads.cc import criss_cross_attention
+        out = criss_cross_attention(self.query_conv(x), self.key_conv(x), self.value_conv(x))
+        return self.gamma(out) + x
+
+
+class MMCVPSAMask(torch.nn.Module):
+    """``mmcv.ops.PSAMask(psa_type, mask_size)``: segzoo's plain-PyTorch operator."""
+
+    def __init__(self, psa_type: str, mask_size=None):
+        super().__init__()
+        assert psa_type in ("collect", "distribute")
+        self.psa_type, self.mask_size = psa_type, mask_size
+
+    def forward(self, x):
+        from segzoo.models.heads.psa import psa_mask
+        return psa_mask(x, self.psa_type, self.mask_size)
+
+
+def install_plain_ops() -> None:
+    """The reference imports CCNet's, PSANet's and PointRend's operators from mmcv (compiled, absent
+    here: the names hold None). Put segzoo's plain-PyTorch versions, each tested against a written-out
+    computation of its definition (tests/test_ops_*.py), in their place, with mmcv's signatures."""
+    import ssseg.modules.models.segmentors.ccnet.ccnet as ccnet
+    import ssseg.modules.models.segmentors.pointrend.pointrend as pointrend
+    import ssseg.modules.models.segmentors.psanet.psanet as psanet
+    from segzoo.models.heads.pointrend import point_sample
+    ccnet.CrissCrossAttention = MMCVCrissCrossAttention
+    psanet.PSAMask = MMCVPSAMask
+    pointrend.PointSample = point_sample
+
+
 def build_ssseg(config_name: str, seed: int = 0, **backbone_overrides):
+    """The reference segmentor of ``config_name`` (random weights and BatchNorm statistics; mmcv's
+    operators replaced by segzoo's, see :func:`install_plain_ops`)."""
     from ssseg.modules.models.segmentors.builder import BuildSegmentor
+    install_plain_ops()
     cfg = ssseg_config(config_name, **backbone_overrides)
     torch.manual_seed(seed)
     model = BuildSegmentor(segmentor_cfg=cfg, mode="TEST").eval()
@@ -44,6 +91,8 @@ def randomize_(model: torch.nn.Module, seed: int = 0, calibrate=None) -> None:
         for p in model.parameters():  # initialisers leave biases at 0: exercise them too
             if p.ndim == 1 and torch.all(p == 0):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+            elif p.ndim == 0 and p == 0:  # attention gates (``Scale``/``gamma``) start at 0: open them
+                p.fill_(float(torch.rand((), generator=g)) * 0.5 + 0.5)
         bns = _batchnorms(model)
         if calibrate is not None and bns:
             saved = [(m.training, m.momentum) for m in bns]
@@ -64,6 +113,17 @@ def randomize_(model: torch.nn.Module, seed: int = 0, calibrate=None) -> None:
                 m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
                 m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
             m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+
+
+def load_reference(ref, config_name: str, tmp_path, **create_kwargs):
+    """segzoo's model of ``config_name`` with the reference ``ref``'s weights: ``ref`` saved as
+    SSSegmentation writes checkpoints, loaded strictly through ``create_model(<its segzoo name>,
+    checkpoint=...)``."""
+    import segzoo
+    from segzoo.zoo.sssegmentation import segzoo_name
+    path = tmp_path / "ref.pth"
+    torch.save({"model": ref.state_dict()}, path)
+    return segzoo.create_model(segzoo_name(config_name)[0], checkpoint=path, **create_kwargs)
 
 
 def ssseg_logits(model, x: torch.Tensor) -> torch.Tensor:

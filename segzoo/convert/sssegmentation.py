@@ -29,8 +29,11 @@ def arch_from_config(cfg: dict) -> dict:
         raise UnsupportedConfig("feature2pyramid necks are not ported")
     spec = SSSEG_SEGMENTORS[seg_type]
     decode = spec.decode_head(cfg, sel)
-    return {"segmentor": spec.segmentor, "backbone": backbone, "decode_head": decode,
-            "aux_heads": aux_from_ssseg(cfg, sel), "num_classes": int(cfg["num_classes"]),
+    if spec.backbone is not None:  # a segmentor whose encoder wraps the backbone (ICNet)
+        backbone = spec.backbone(cfg, backbone)
+    aux = spec.aux_heads(cfg, sel) if spec.aux_heads is not None else aux_from_ssseg(cfg, sel)
+    return {"segmentor": spec.segmentor, "backbone": backbone, "decode_head": decode, "aux_heads": aux,
+            "num_classes": int(cfg["num_classes"]),
             "align_corners": bool(cfg.get("align_corners", False))}
 
 

@@ -85,11 +85,15 @@ class SSSegSegmentor:
     ``decode_head(cfg, selected_indices) -> dict``: the ``arch["decode_head"]`` of the config (raises
     :class:`UnsupportedConfig` for options it does not build exactly); ``key_rules(arch) -> rules``:
     the decode head's SSSegmentation keys -> segzoo's (the auxiliary heads' and the backbone's are
-    the dispatcher's and the backbone family's)."""
+    the dispatcher's and the backbone family's). Where the segmentor differs there:
+    ``backbone(cfg, translated) -> arch["backbone"]`` (an encoder that wraps the backbone, ICNet's)
+    and ``aux_heads(cfg, selected_indices) -> arch["aux_heads"]`` (PointRend's coarse classifier)."""
     ssseg_type: str
     segmentor: str
     decode_head: Callable[[dict, list], dict]
     key_rules: Callable[[dict], Rules]
+    backbone: Callable[[dict, dict], dict] | None = None
+    aux_heads: Callable[[dict, list], list] | None = None
 
 
 SSSEG_BACKBONES: dict[str, Callable[[dict], dict]] = {}   # ssseg backbone type -> translator
@@ -105,14 +109,16 @@ def ssseg_backbone(ssseg_type: str):
     return deco
 
 
-def ssseg_segmentor(ssseg_type: str, segmentor: str, key_rules: Callable[[dict], Rules] | Rules):
+def ssseg_segmentor(ssseg_type: str, segmentor: str, key_rules: Callable[[dict], Rules] | Rules, *,
+                    backbone: Callable[[dict, dict], dict] | None = None,
+                    aux_heads: Callable[[dict, list], list] | None = None):
     """Decorator on ``fn(cfg, selected_indices) -> arch["decode_head"]``: SSSegmentation's
     ``ssseg_type`` is segzoo's ``segmentor`` with that head; ``key_rules`` (a list, or a function of
-    the ``arch``) map its decode head's keys."""
+    the ``arch``) map its decode head's keys; ``backbone`` / ``aux_heads``: see :class:`SSSegSegmentor`."""
     rules = key_rules if callable(key_rules) else (lambda arch, _r=list(key_rules): _r)
 
     def deco(fn):
-        SSSEG_SEGMENTORS[ssseg_type] = SSSegSegmentor(ssseg_type, segmentor, fn, rules)
+        SSSEG_SEGMENTORS[ssseg_type] = SSSegSegmentor(ssseg_type, segmentor, fn, rules, backbone, aux_heads)
         return fn
     return deco
 

@@ -98,20 +98,28 @@ class ASPP(nn.Module):
         return self.bottleneck(torch.cat(outs, dim=1))
 
 
+def pyramid_pool_concat(x: torch.Tensor, pool_scales) -> torch.Tensor:
+    """(N, C, sum of s*s): ``x`` (N, C, h, w) average-pooled to each s x s grid, flattened and concatenated."""
+    return torch.cat([adaptive_avg_pool(x, s).flatten(2) for s in pool_scales], dim=2)
+
+
 class SelfAttention(nn.Module):
     """Non-local attention of query positions over key positions (SSSegmentation's / mmseg's
     ``SelfAttentionBlock``): 1x1 projections of query, key and value, softmax over the keys of
     their dot products (scaled by ``transform_channels ** -0.5`` when ``matmul_norm``), the
     attended values reshaped to the query's grid and, ``with_out_project``, projected to
     ``out_channels``. Each projection is a Sequential of ``num_convs`` 1x1 ConvNormAct (conv alone,
-    bias-free, when its ``*_norm`` is False). (The reference's query/key downsampling options are
-    not ported: no registered config uses them.)"""
+    bias-free, when its ``*_norm`` is False). ``key_pool_scales``: keys and values are the projected
+    key map pyramid-pooled (:func:`pyramid_pool_concat`), so each query attends to ``sum(s * s)``
+    pooled cells (ANN; the reference's ``key_downsample`` with PPMConcat). (The reference's query
+    downsampling is not ported: no registered config uses it.)"""
 
     def __init__(self, key_in_channels: int, query_in_channels: int, transform_channels: int, out_channels: int,
                  share_key_query: bool = False, key_query_num_convs: int = 2, value_out_num_convs: int = 1,
                  key_query_norm: bool = True, value_out_norm: bool = True, matmul_norm: bool = True,
-                 with_out_project: bool = True):
+                 with_out_project: bool = True, key_pool_scales=None):
         super().__init__()
+        self.key_pool_scales = tuple(key_pool_scales) if key_pool_scales else None
         if share_key_query and key_in_channels != query_in_channels:
             raise ValueError("share_key_query needs key_in_channels == query_in_channels")
         self.transform_channels = transform_channels
@@ -135,7 +143,11 @@ class SelfAttention(nn.Module):
         query = self.query_project(query_feats)
         key, value = self.key_project(key_feats), self.value_project(key_feats)
         query = query.flatten(2).transpose(1, 2)            # (n, q, c)
-        key, value = key.flatten(2), value.flatten(2).transpose(1, 2)  # (n, c, k), (n, k, c')
+        if self.key_pool_scales:
+            key, value = pyramid_pool_concat(key, self.key_pool_scales), pyramid_pool_concat(value, self.key_pool_scales)
+        else:
+            key, value = key.flatten(2), value.flatten(2)
+        value = value.transpose(1, 2)                       # key (n, c, k), value (n, k, c')
         sim = torch.matmul(query, key)
         if self.matmul_norm:
             sim = sim * self.transform_channels ** -0.5

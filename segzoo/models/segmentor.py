@@ -32,7 +32,9 @@ class Segmentor(nn.Module):
     #: whether inference runs the auxiliary heads (True where the decode head reads their output)
     aux_heads_in_inference: bool = False
     #: train-mode output key -> the name of the loss (in the reference config's ``losses``) that
-    #: supervises it; a segmentor with other outputs declares its own (the training code reads this)
+    #: supervises it, None for data a loss reads (PointRend's ``points``); a list output's losses are
+    #: numbered as SSSegmentation numbers them (see :meth:`losses_of`). A segmentor with other
+    #: outputs declares its own; the training code reads this.
     LOSSES: dict = {"logits": "loss_cls", "aux_logits": "loss_aux"}
 
     def __init__(self, backbone: nn.Module, decode_head: nn.Module, aux_heads=(), align_corners: bool = False):
@@ -50,14 +52,37 @@ class Segmentor(nn.Module):
         import copy
         return copy.deepcopy(dict(self.record.recipe)) if self.record is not None else {}
 
+    def losses_of(self, outputs: Mapping[str, Any]) -> dict:
+        """{loss name: the train-mode output it supervises} for ``outputs = model(x)`` in train mode.
+        A list output (``aux_logits``) supervises ``name`` when it holds one tensor, ``name1``,
+        ``name2``, ... when it holds several."""
+        found = {}
+        for key, name in self.LOSSES.items():
+            if name is None or key not in outputs:
+                continue
+            value = outputs[key]
+            if isinstance(value, (list, tuple)):
+                found.update({name: value[0]} if len(value) == 1 else
+                             {f"{name}{i + 1}": v for i, v in enumerate(value)})
+            else:
+                found[name] = value
+        return found
+
     @property
     def num_classes(self) -> int:
         return self.decode_head.classifier.out_channels
 
     @property
     def min_input_size(self) -> int:
-        """The smallest image side the network accepts (inference pads smaller images up to it)."""
-        return int(getattr(self.backbone, "min_input_size", 1))
+        """The smallest image side the network accepts (inference pads smaller images up to it): the
+        backbone's, or more where the decode head needs maps of ``min_feature_size`` cells."""
+        size = int(getattr(self.backbone, "min_input_size", 1))
+        cells = int(getattr(self.decode_head, "min_feature_size", 1))
+        reductions = getattr(self.backbone, "reductions", None)
+        index = getattr(self.decode_head, "in_index", -1)
+        if cells > 1 and reductions and isinstance(index, int):
+            size = max(size, cells * int(reductions[index]))
+        return size
 
     @property
     def frozen_inference_pays(self) -> bool:

@@ -19,6 +19,7 @@ from .transformers_hub import HUB_NAMES
 
 _BACKBONE_NAMES = [  # (regex on the ssseg config's backbone token, segzoo backbone name)
     (r"^resnet(\d+)os(\d+)$", r"resnet\1_os\2"),
+    (r"^resnest(\d+)os(\d+)$", r"resnest\1_os\2"),
     (r"^swin(tiny|small|base|large)$", r"swin_\1"),
     (r"^convnext(tiny|small|base|large|xlarge)21k$", r"convnext_\1_in22k"),
     (r"^convnext(tiny|small|base|large|xlarge)$", r"convnext_\1"),
@@ -29,16 +30,23 @@ _BACKBONE_NAMES = [  # (regex on the ssseg config's backbone token, segzoo backb
 def segzoo_name(config_name: str) -> tuple[str, str, str, str]:
     """(name, segmentor, backbone, dataset) for an SSSegmentation config name."""
     parts = config_name.split("_")
-    segmentor, backbone_token, dataset = parts[0], parts[1], parts[-1]
-    extra = parts[2:-1]  # e.g. ["apexfp16"]
-    backbone = backbone_token
-    for pattern, repl in _BACKBONE_NAMES:
-        if re.match(pattern, backbone_token):
-            backbone = re.sub(pattern, repl, backbone_token)
-            break
+    segmentor, dataset = parts[0], parts[-1]
+    variant = []  # a head variant before the backbone: fastfcn_deeplabv3_resnet50os32_cityscapes
+    if len(parts) > 3 and not _backbone_token(parts[1]) and _backbone_token(parts[2]):
+        variant, parts = [parts[1]], [parts[0], *parts[2:]]
+    backbone_token, extra = parts[1], parts[2:-1]  # extra: e.g. ["apexfp16"]
+    backbone = _backbone_token(backbone_token) or backbone_token
     tags = ["fp16" if e == "apexfp16" else e for e in extra]
-    name = "_".join([segmentor, backbone, *tags, dataset])
+    name = "_".join([segmentor, *variant, backbone, *tags, dataset])
     return name, segmentor, backbone, dataset
+
+
+def _backbone_token(token: str) -> str | None:
+    """segzoo's backbone name for an SSSegmentation backbone token, None for another token."""
+    for pattern, repl in _BACKBONE_NAMES:
+        if re.match(pattern, token):
+            return re.sub(pattern, repl, token)
+    return None
 
 
 def _pipeline(steps, kind):

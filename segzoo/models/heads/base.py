@@ -30,6 +30,10 @@ def build_head(cfg: dict, in_channels: Sequence[int], num_classes: int, align_co
 
 
 class DecodeHead(nn.Module):
+    #: the smallest feature map side (in cells) the head accepts; the segmentor's ``min_input_size``
+    #: turns it into pixels
+    min_feature_size: int = 1
+
     def __init__(self, in_channels: Sequence[int], channels: int, num_classes: int, in_index,
                  dropout: float = 0.1, align_corners: bool = False):
         super().__init__()

@@ -1,0 +1,40 @@
+"""Parity with sssegmentation==1.7.0: APCNet on ResNet-V1c (ResNet-50 os8, ResNet-101 os16).
+
+Random weights and calibrated BatchNorm statistics in the reference, its checkpoint loaded
+strictly through ``create_model(checkpoint=...)``, eval logits compared on a random non-square
+input, and each adaptive context module's output too (the backbone map, concatenated with them,
+dominates the logits under random weights); then the train-mode outputs' keys and shapes.
+"""
+import pytest
+import torch
+
+from _ssseg import build_ssseg, load_reference, rel_diff, ssseg_logits
+
+CONFIGS = ["apcnet_resnet50os8_ade20k", "apcnet_resnet101os16_cityscapes"]
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_apcnet_parity(config, tmp_path):
+    ref, cfg = build_ssseg(config)
+    model = load_reference(ref, config, tmp_path)
+    assert type(model.decode_head).__name__ == "APCHead" and model.arch["segmentor"] == "apcnet"
+    assert len(model.decode_head.acms) == len(cfg["head"]["pool_scales"])
+    seen = {}
+    for i, (ours_m, ref_m) in enumerate(zip(model.decode_head.acms, ref.acm_modules)):
+        ours_m.register_forward_hook(lambda m, inp, o, i=i: seen.__setitem__(("ours", i), o))
+        ref_m.register_forward_hook(lambda m, inp, o, i=i: seen.__setitem__(("theirs", i), o))
+
+    x = torch.randn(1, 3, 72, 104)
+    with torch.no_grad():
+        ours = model(x)
+    theirs = ssseg_logits(ref, x)
+    assert ours.shape == theirs.shape and ours.shape[:2] == (1, cfg["num_classes"])
+    assert rel_diff(ours, theirs) <= 1e-4
+    for i in range(len(ref.acm_modules)):
+        assert rel_diff(seen["ours", i], seen["theirs", i]) <= 1e-4, i
+
+    model.train()
+    out = model(torch.randn(2, 3, 64, 96))
+    stride = 8 if "os8" in config else 16
+    assert set(out) == {"logits", "aux_logits"} and len(out["aux_logits"]) == 1
+    assert out["logits"].shape == out["aux_logits"][0].shape == (2, cfg["num_classes"], 64 // stride, 96 // stride)
