@@ -10,7 +10,10 @@ from segzoo.zoo import load_data
 
 def ssseg_config(config_name: str, **backbone_overrides) -> dict:
     cfg = copy.deepcopy(load_data("sssegmentation")[config_name]["config"])
-    cfg["norm_cfg"] = {"type": "BatchNorm2d"}  # SyncBatchNorm needs a process group
+    # SyncBatchNorm needs a process group in training; PointRend's point head normalises (N, C, P)
+    # point features, which BatchNorm2d refuses and SyncBatchNorm (plain batch norm without a
+    # process group) takes
+    cfg["norm_cfg"] = {"type": "SyncBatchNorm" if cfg["type"] == "PointRend" else "BatchNorm2d"}
     cfg["backbone"]["pretrained"] = False
     cfg["backbone"].update(backbone_overrides)
     if cfg["backbone"].get("norm_cfg", {}).get("type") == "SyncBatchNorm":
@@ -120,10 +123,34 @@ def load_reference(ref, config_name: str, tmp_path, **create_kwargs):
     SSSegmentation writes checkpoints, loaded strictly through ``create_model(<its segzoo name>,
     checkpoint=...)``."""
     import segzoo
-    from segzoo.zoo.sssegmentation import segzoo_name
     path = tmp_path / "ref.pth"
     torch.save({"model": ref.state_dict()}, path)
-    return segzoo.create_model(segzoo_name(config_name)[0], checkpoint=path, **create_kwargs)
+    try:  # the config name is an alias of its record (``_ssseg`` where a Hub record owns the plain name)
+        return segzoo.create_model(config_name, checkpoint=path, **create_kwargs)
+    finally:
+        path.unlink()  # a sweep of hundreds of ResNet-101 checkpoints would fill the disk
+
+
+def check_train_outputs(model, num_classes: int, size=(64, 96), num_aux: int = 1) -> dict:
+    """Train-mode outputs of the generic kind: ``logits`` and ``num_aux`` auxiliary logits, all at
+    the head's resolution (the backbone's last reduction) for a (2, 3, *size) input; returns them."""
+    model.train()
+    out = model(torch.randn(2, 3, *size))
+    stride = model.backbone.reductions[-1]
+    assert set(out) == {"logits", "aux_logits"} and len(out["aux_logits"]) == num_aux
+    shape = (2, num_classes, size[0] // stride, size[1] // stride)
+    assert out["logits"].shape == shape and all(a.shape == shape for a in out["aux_logits"])
+    return out
+
+
+def hook_outputs(pairs) -> dict:
+    """Forward hooks on (ours, theirs) module pairs: ``seen[("ours" | "theirs", i)]`` holds the
+    i-th pair's latest outputs, to compare a head's inner blocks with the reference's."""
+    seen = {}
+    for i, (ours, theirs) in enumerate(pairs):
+        ours.register_forward_hook(lambda m, inp, o, i=i: seen.__setitem__(("ours", i), o))
+        theirs.register_forward_hook(lambda m, inp, o, i=i: seen.__setitem__(("theirs", i), o))
+    return seen
 
 
 def ssseg_logits(model, x: torch.Tensor) -> torch.Tensor:

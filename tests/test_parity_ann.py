@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from segzoo.models.heads.ann import pyramid_pool_concat
-from _ssseg import build_ssseg, load_reference, rel_diff, ssseg_logits
+from _ssseg import build_ssseg, check_train_outputs, load_reference, rel_diff, ssseg_logits
 
 CONFIGS = ["annnet_resnet50os16_voc", "annnet_resnet101os8_cityscapes"]
 
@@ -49,11 +49,7 @@ def test_annnet_parity(config, tmp_path):
     assert ours.shape == theirs.shape and ours.shape[:2] == (1, cfg["num_classes"])
     assert rel_diff(ours, theirs) <= 1e-4
 
-    model.train()
-    out = model(torch.randn(2, 3, 64, 96))
-    os_ = cfg["backbone"]["outstride"]
-    assert set(out) == {"logits", "aux_logits"} and len(out["aux_logits"]) == 1
-    assert out["logits"].shape == out["aux_logits"][0].shape == (2, cfg["num_classes"], 64 // os_, 96 // os_)
+    check_train_outputs(model, cfg["num_classes"])
 
 
 def test_pyramid_pool_concat_matches_ppm_concat():

@@ -8,7 +8,7 @@ dominates the logits under random weights); then the train-mode outputs' keys an
 import pytest
 import torch
 
-from _ssseg import build_ssseg, load_reference, rel_diff, ssseg_logits
+from _ssseg import build_ssseg, check_train_outputs, hook_outputs, load_reference, rel_diff, ssseg_logits
 
 CONFIGS = ["apcnet_resnet50os8_ade20k", "apcnet_resnet101os16_cityscapes"]
 
@@ -19,10 +19,7 @@ def test_apcnet_parity(config, tmp_path):
     model = load_reference(ref, config, tmp_path)
     assert type(model.decode_head).__name__ == "APCHead" and model.arch["segmentor"] == "apcnet"
     assert len(model.decode_head.acms) == len(cfg["head"]["pool_scales"])
-    seen = {}
-    for i, (ours_m, ref_m) in enumerate(zip(model.decode_head.acms, ref.acm_modules)):
-        ours_m.register_forward_hook(lambda m, inp, o, i=i: seen.__setitem__(("ours", i), o))
-        ref_m.register_forward_hook(lambda m, inp, o, i=i: seen.__setitem__(("theirs", i), o))
+    seen = hook_outputs(zip(model.decode_head.acms, ref.acm_modules))
 
     x = torch.randn(1, 3, 72, 104)
     with torch.no_grad():
@@ -33,8 +30,4 @@ def test_apcnet_parity(config, tmp_path):
     for i in range(len(ref.acm_modules)):
         assert rel_diff(seen["ours", i], seen["theirs", i]) <= 1e-4, i
 
-    model.train()
-    out = model(torch.randn(2, 3, 64, 96))
-    stride = 8 if "os8" in config else 16
-    assert set(out) == {"logits", "aux_logits"} and len(out["aux_logits"]) == 1
-    assert out["logits"].shape == out["aux_logits"][0].shape == (2, cfg["num_classes"], 64 // stride, 96 // stride)
+    check_train_outputs(model, cfg["num_classes"])

@@ -15,7 +15,7 @@ import torch
 
 import segzoo
 from segzoo.models.foreign import rename_keys
-from _ssseg import build_ssseg, load_reference, randomize_, rel_diff, ssseg_logits
+from _ssseg import build_ssseg, check_train_outputs, load_reference, randomize_, rel_diff, ssseg_logits
 
 from segzoo.models.heads import non_local as nonlocal_heads
 
@@ -62,11 +62,7 @@ def test_nonlocal_parity(config, segmentor, head, tmp_path):
     assert ours.shape == theirs.shape and ours.shape[:2] == (1, cfg["num_classes"])
     assert rel_diff(ours, theirs) <= 1e-4
 
-    model.train()
-    out = model(torch.randn(2, 3, 64, 96))
-    os_ = cfg["backbone"]["outstride"]
-    assert set(out) == {"logits", "aux_logits"} and len(out["aux_logits"]) == 1
-    assert out["logits"].shape == out["aux_logits"][0].shape == (2, cfg["num_classes"], 64 // os_, 96 // os_)
+    check_train_outputs(model, cfg["num_classes"])
 
 
 @pytest.mark.parametrize("disentangled", [False, True])

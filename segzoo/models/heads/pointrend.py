@@ -31,7 +31,7 @@ def point_sample(x: torch.Tensor, points: torch.Tensor, align_corners: bool = Fa
     map's extent (``align_corners`` as in ``grid_sample``; outside: ``padding_mode``) -> (N, C, P) or
     (N, C, Hp, Wp). The same as mmcv's ``point_sample``."""
     squeeze = points.dim() == 3
-    grid = points.unsqueeze(2) if squeeze else points
+    grid = (points.unsqueeze(2) if squeeze else points).to(x.dtype)  # float32 points sample a float64 map too
     out = F.grid_sample(x, grid * 2.0 - 1.0, mode=mode, padding_mode=padding_mode, align_corners=align_corners)
     return out.squeeze(3) if squeeze else out
 
