@@ -2,93 +2,31 @@
 subdivision) on ResNet-V1c (ResNet-50 and ResNet-101, os32).
 
 The reference imports mmcv's compiled ``point_sample``, missing here (its module then holds None):
-the test puts segzoo's plain-PyTorch :func:`~segzoo.models.heads.pointrend.point_sample` in its place
-(same call signature; checked against loops in ``test_ops_point_sample.py``). Its point head norms
+the reference build (``tests/_ssseg.build_ssseg``) puts segzoo's plain-PyTorch
+:func:`~segzoo.models.heads.pointrend.point_sample` in its place (same call signature; checked
+against loops in ``test_ops_point_sample.py``). Its point head norms
 1-D point features, which ``BatchNorm2d`` refuses: the reference keeps the config's
 ``SyncBatchNorm``, plain batch norm without a process group.
 
 Random weights and calibrated BatchNorm statistics in the reference, its checkpoint loaded strictly
-(``create_model(checkpoint=...)`` once the zoo registers PointRend; until the SSSegmentation
-dispatcher takes PointRend's auxiliary heads from its family the same load by hand, on the arch it
-will build), eval logits compared on a random non-square input large enough that the second
-subdivision step refines only the most uncertain pixels; then, from the same random seed, the
+(``create_model(checkpoint=...)``), eval logits compared on a random non-square input large enough
+that the second subdivision step refines only the most uncertain pixels; then, from the same random seed, the
 train-mode outputs and the reference's losses.
 """
-import copy
-import json
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-import segzoo
-from segzoo.convert import to_segzoo
-from segzoo.convert.checkpoint import load_state_dict_strict
-from segzoo.models import build_model
-from segzoo.models.foreign import SSSEG_BACKBONES
-from segzoo.models.heads.pointrend import point_sample, pointrend_aux_heads, pointrend_from_ssseg
-from segzoo.zoo import load_data
-from segzoo.zoo.sssegmentation import segzoo_name
-from _ssseg import randomize_, rel_diff, ssseg_logits
+from segzoo.models.heads.pointrend import point_sample
+from _ssseg import build_ssseg, load_reference, rel_diff, ssseg_logits
 
 CONFIGS = ["pointrend_resnet50os32_ade20k", "pointrend_resnet101os32_cityscapes"]
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "sssegmentation_zoo.json"
-
-
-def _config(config: str) -> dict:
-    data = load_data("sssegmentation")
-    if config in data:
-        return copy.deepcopy(data[config]["config"])
-    if not REFERENCE.is_file():
-        pytest.skip(f"{config} is not registered and the SSSegmentation zoo reference is not at {REFERENCE}")
-    return copy.deepcopy(json.loads(REFERENCE.read_text())[config]["config"])
-
-
-def _arch(cfg: dict) -> dict:
-    """The arch the dispatcher builds with PointRend's auxiliary heads taken from its family."""
-    sel = list(cfg["backbone"]["selected_indices"])
-    return {"segmentor": "pointrend", "backbone": SSSEG_BACKBONES[cfg["backbone"]["type"]](cfg["backbone"]),
-            "decode_head": pointrend_from_ssseg(cfg, sel), "aux_heads": pointrend_aux_heads(cfg, sel),
-            "num_classes": int(cfg["num_classes"]), "align_corners": bool(cfg.get("align_corners", False))}
-
-
-def _reference(cfg: dict, seed: int = 0):
-    from ssseg.modules.models.segmentors.builder import BuildSegmentor
-    cfg = copy.deepcopy(cfg)
-    cfg["norm_cfg"] = {"type": "SyncBatchNorm"}
-    cfg["backbone"]["pretrained"] = False
-    cfg.setdefault("dataset", {"train": {"data_pipelines": []}})
-    torch.manual_seed(seed)
-    model = BuildSegmentor(segmentor_cfg=cfg, mode="TEST").eval()
-    randomize_(model, seed, calibrate=lambda: ssseg_logits(model, torch.randn(
-        2, 3, 96, 128, generator=torch.Generator().manual_seed(seed))))
-    return model.eval()
-
-
-def _segzoo_model(config: str, cfg: dict, path: Path):
-    name = segzoo_name(config)[0]
-    if name in segzoo.list_models():
-        model = segzoo.create_model(name, checkpoint=path)
-        assert model.arch["decode_head"] == _arch(cfg)["decode_head"]
-        return model
-    arch = _arch(cfg)
-    model = build_model(arch)
-    sd, fmt = to_segzoo(torch.load(path, map_location="cpu", weights_only=True), arch)
-    assert fmt == "sssegmentation"
-    load_state_dict_strict(model, sd)
-    return model.eval()
 
 
 @pytest.mark.parametrize("config", CONFIGS)
-def test_pointrend_parity(config, tmp_path, monkeypatch):
-    import ssseg.modules.models.segmentors.pointrend.pointrend as reference_module
-    monkeypatch.setattr(reference_module, "PointSample", point_sample)
-    cfg = _config(config)
-    ref = _reference(cfg)
-    path = tmp_path / "ref.pth"
-    torch.save({"model": ref.state_dict()}, path)
-    model = _segzoo_model(config, cfg, path)
+def test_pointrend_parity(config, tmp_path):
+    ref, cfg = build_ssseg(config)
+    model = load_reference(ref, config, tmp_path)
     assert type(model).__name__ == "PointRend"
 
     x = torch.randn(1, 3, 96, 136)  # coarse 24x34 -> 48x68 (every pixel refined) -> 96x136 (8196 of them)
