@@ -16,7 +16,6 @@ import torch.nn as nn
 from . import hub
 from .api import with_api
 from .convert.checkpoint import load_state_dict_strict, read_state_dict
-from .errors import CheckpointMismatchError  # noqa: F401  (raised by the strict load; re-exported)
 from .models import backbone_family, build_model
 from .registry import get_record
 

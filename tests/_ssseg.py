@@ -131,6 +131,17 @@ def load_reference(ref, config_name: str, tmp_path, **create_kwargs):
         path.unlink()  # a sweep of hundreds of ResNet-101 checkpoints would fill the disk
 
 
+def compare_logits(model, ref, x: torch.Tensor, num_classes: int):
+    """Eval logits of segzoo's ``model`` and the reference ``ref`` on ``x``: same shape, ``num_classes``
+    channels, relative difference <= 1e-4; returns (ours, theirs)."""
+    with torch.no_grad():
+        ours = model(x)
+    theirs = ssseg_logits(ref, x)
+    assert ours.shape == theirs.shape and ours.shape[:2] == (x.shape[0], num_classes)
+    assert rel_diff(ours, theirs) <= 1e-4
+    return ours, theirs
+
+
 def check_train_outputs(model, num_classes: int, size=(64, 96), num_aux: int = 1) -> dict:
     """Train-mode outputs of the generic kind: ``logits`` and ``num_aux`` auxiliary logits, all at
     the head's resolution (the backbone's last reduction) for a (2, 3, *size) input; returns them."""

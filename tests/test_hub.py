@@ -20,7 +20,7 @@ import torch
 
 import segzoo
 from segzoo import hub
-from segzoo._factory import CheckpointMismatchError
+from segzoo.errors import CheckpointMismatchError
 from segzoo.hub import ChecksumMismatchError, WeightsUnavailableError
 from segzoo.registry import ModelRecord, register, unregister
 from _ssseg import randomize_, rel_diff, ssseg_config, ssseg_logits

@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 
 from ..errors import UnsupportedConfig
 
-__all__ = ["UnsupportedConfig", "rename_key", "rename_keys", "check_defaults", "head_options", "cna_rules", "dsconv_rules",
+__all__ = ["UnsupportedConfig", "rename_key", "rename_keys", "check_defaults", "check_options", "head_options", "cna_rules", "dsconv_rules",
            "sequential_rules", "SSSegSegmentor", "SSSEG_BACKBONES", "SSSEG_SEGMENTORS", "TRANSFORMERS_SEGMENTORS",
            "ssseg_backbone", "ssseg_segmentor", "transformers_segmentor", "ssseg_segmentor_for"]
 
@@ -70,6 +70,14 @@ def check_defaults(cfg: dict, **defaults) -> None:
         if key in cfg and cfg[key] != value:
             raise UnsupportedConfig(f"{cfg.get('type', 'config')} with {key}={cfg[key]!r} is not ported "
                                     f"(only {value!r})")
+
+
+def check_options(options, allowed, what: str) -> None:
+    """Raise :class:`UnsupportedConfig` naming the options of ``what`` (e.g. "CCNet head") outside
+    ``allowed``: options that are not ported."""
+    extra = set(options) - set(allowed)
+    if extra:
+        raise UnsupportedConfig(f"{what} options {sorted(extra)} are not ported")
 
 
 def head_options(cfg: dict) -> dict:

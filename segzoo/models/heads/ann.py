@@ -10,10 +10,9 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from ..foreign import UnsupportedConfig, cna_rules, head_options, ssseg_segmentor
+from ..foreign import UnsupportedConfig, check_options, cna_rules, head_options, ssseg_segmentor
 from ..layers import ConvNormAct, SelfAttention, pyramid_pool_concat  # noqa: F401  (re-exported)
 from .base import DecodeHead, register_head
-from .gc import check_head_options
 
 __all__ = ["pyramid_pool_concat", "AsymmetricNonLocal", "ANNHead"]
 
@@ -84,7 +83,7 @@ _ANN_OPTIONS = {"in_channels_list", "feats_channels", "transform_channels", "que
     *cna_rules(r"bottleneck", "decode_head.bottleneck"), (r"^decoder\.1\.", "decode_head.classifier.")])
 def from_ssseg(cfg: dict, sel: list) -> dict:
     head = cfg["head"]
-    check_head_options(cfg, _ANN_OPTIONS)
+    check_options(head, _ANN_OPTIONS, "ANNNet head")
     query_scales = list(head.get("query_scales", [1]))
     if not query_scales or any(s != 1 for s in query_scales):
         # ssseg max-pools the queries then reshapes the context to the undownsampled grid (it cannot run)

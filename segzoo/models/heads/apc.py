@@ -9,7 +9,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from ..foreign import UnsupportedConfig, cna_rules, head_options, ssseg_segmentor
+from ..foreign import check_options, cna_rules, head_options, ssseg_segmentor
 from ..layers import ConvNormAct, adaptive_avg_pool, resize
 from .base import DecodeHead, register_head
 
@@ -69,7 +69,6 @@ _APC_OPTIONS = {"in_channels", "feats_channels", "pool_scales", "dropout"}
     *cna_rules(r"decoder", "decode_head.bottleneck"), (r"^decoder\.4\.", "decode_head.classifier.")])
 def from_ssseg(cfg: dict, sel: list) -> dict:
     head = cfg["head"]
-    if set(head) - _APC_OPTIONS:
-        raise UnsupportedConfig(f"APCNet head options {sorted(set(head) - _APC_OPTIONS)} are not ported")
+    check_options(head, _APC_OPTIONS, "APCNet head")
     return {"type": "apc", "in_index": sel[-1], "pool_scales": [int(s) for s in head["pool_scales"]],
             **head_options(cfg)}

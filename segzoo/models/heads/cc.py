@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..foreign import UnsupportedConfig, cna_rules, head_options, ssseg_segmentor
+from ..foreign import check_options, cna_rules, head_options, ssseg_segmentor
 from ..layers import ConvNormAct
 from .base import DecodeHead, register_head
 
@@ -85,6 +85,5 @@ _CC_OPTIONS = {"in_channels", "feats_channels", "dropout", "num_recurrence"}
     (r"^decoder\.4\.", "decode_head.classifier.")])
 def from_ssseg(cfg: dict, sel: list) -> dict:
     head = cfg["head"]
-    if set(head) - _CC_OPTIONS:
-        raise UnsupportedConfig(f"CCNet head options {sorted(set(head) - _CC_OPTIONS)} are not ported")
+    check_options(head, _CC_OPTIONS, "CCNet head")
     return {"type": "cc", "in_index": sel[-1], "recurrence": int(head["num_recurrence"]), **head_options(cfg)}

@@ -9,7 +9,7 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 
-from ..foreign import UnsupportedConfig, cna_rules, head_options, ssseg_segmentor
+from ..foreign import check_options, cna_rules, head_options, ssseg_segmentor
 from ..layers import ConvNormAct, SelfAttention
 from .base import DecodeHead, register_head
 
@@ -107,7 +107,6 @@ _PAM = "decode_head.pam.attention"
     (r"^decoder_pamcam\.1\.", "decode_head.classifier.")])
 def from_ssseg(cfg: dict, sel: list) -> dict:
     head = cfg["head"]
-    if set(head) - _DA_OPTIONS:
-        raise UnsupportedConfig(f"DANet head options {sorted(set(head) - _DA_OPTIONS)} are not ported")
+    check_options(head, _DA_OPTIONS, "DANet head")
     return {"type": "da", "in_index": sel[-1], "transform_channels": int(head["transform_channels"]),
             **head_options(cfg)}

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..foreign import UnsupportedConfig, cna_rules, head_options, ssseg_segmentor
+from ..foreign import check_options, cna_rules, head_options, ssseg_segmentor
 from ..layers import ConvNormAct, adaptive_avg_pool
 from .base import DecodeHead, register_head
 
@@ -78,7 +78,6 @@ _DM_OPTIONS = {"in_channels", "feats_channels", "filter_sizes", "is_fusion", "dr
     *cna_rules(r"decoder", "decode_head.bottleneck"), (r"^decoder\.4\.", "decode_head.classifier.")])
 def from_ssseg(cfg: dict, sel: list) -> dict:
     head = cfg["head"]
-    if set(head) - _DM_OPTIONS:
-        raise UnsupportedConfig(f"DMNet head options {sorted(set(head) - _DM_OPTIONS)} are not ported")
+    check_options(head, _DM_OPTIONS, "DMNet head")
     return {"type": "dm", "in_index": sel[-1], "filter_sizes": [int(k) for k in head["filter_sizes"]],
             "fusion": bool(head.get("is_fusion", False)), **head_options(cfg)}

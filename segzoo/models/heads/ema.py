@@ -15,7 +15,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..foreign import UnsupportedConfig, cna_rules, head_options, ssseg_segmentor
+from ..foreign import check_options, cna_rules, head_options, ssseg_segmentor
 from ..layers import ConvNormAct
 from .base import DecodeHead, register_head
 
@@ -97,7 +97,6 @@ _EMA_OPTIONS = {"in_channels", "feats_channels", "num_bases", "num_stages", "mom
     (r"^decoder\.4\.", "decode_head.classifier.")])
 def from_ssseg(cfg: dict, sel: list) -> dict:
     head = cfg["head"]
-    if set(head) - _EMA_OPTIONS:
-        raise UnsupportedConfig(f"EMANet head options {sorted(set(head) - _EMA_OPTIONS)} are not ported")
+    check_options(head, _EMA_OPTIONS, "EMANet head")
     return {"type": "ema", "in_index": sel[-1], "num_bases": int(head["num_bases"]),
             "num_stages": int(head["num_stages"]), "momentum": float(head["momentum"]), **head_options(cfg)}

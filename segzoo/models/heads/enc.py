@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from ..foreign import UnsupportedConfig, cna_rules, head_options, ssseg_segmentor
+from ..foreign import UnsupportedConfig, check_options, cna_rules, head_options, ssseg_segmentor
 from ..layers import ConvNormAct, resize
 from .base import DecodeHead, register_head
 
@@ -124,8 +124,7 @@ _ENC_OPTIONS = {"in_channels_list", "feats_channels", "num_codes", "extra", "dro
 def enc_head_from_ssseg(head: dict, cfg: dict, in_index) -> dict:
     """``arch["decode_head"]`` of an SSSegmentation ENCNet head config reading ``in_index``
     (shared with FastFCN's ENCNet, whose head reads the JPU neck's output)."""
-    if set(head) - _ENC_OPTIONS - {"jpu"}:
-        raise UnsupportedConfig(f"ENCNet head options {sorted(set(head) - _ENC_OPTIONS - {'jpu'})} are not ported")
+    check_options(head, _ENC_OPTIONS | {"jpu"}, "ENCNet head")
     extra = head.get("extra", {})
     if set(extra) - {"add_lateral", "use_se_loss"}:
         raise UnsupportedConfig(f"ENCNet extra options {sorted(extra)} are not ported")

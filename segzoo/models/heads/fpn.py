@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .._registry import registrar
-from ..foreign import UnsupportedConfig, cna_rules, ssseg_segmentor
+from ..foreign import UnsupportedConfig, check_options, cna_rules, ssseg_segmentor
 from ..layers import ConvNormAct, resize
 from .base import DecodeHead, build_head, register_head
 
@@ -181,7 +181,6 @@ _SEMANTICFPN_OPTIONS = {"in_channels_list", "feats_channels", "feature_stride_li
     (r"^decoder\.1\.", "decode_head.classifier.")])
 def from_ssseg(cfg: dict, sel: list) -> dict:
     head = cfg["head"]
-    if set(head) - _SEMANTICFPN_OPTIONS:
-        raise UnsupportedConfig(f"SemanticFPN head options {sorted(set(head) - _SEMANTICFPN_OPTIONS)} are not ported")
+    check_options(head, _SEMANTICFPN_OPTIONS, "SemanticFPN head")
     return {"type": "with_neck", "neck": fpn_neck_from_ssseg(head, sel),
             "head": {"type": "fpn", **fpn_head_from_ssseg(head, sel, head.get("dropout", 0.1))}}

@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from ..foreign import UnsupportedConfig, cna_rules, head_options, ssseg_segmentor
+from ..foreign import UnsupportedConfig, check_options, cna_rules, head_options, ssseg_segmentor
 from ..layers import ConvNormAct, adaptive_avg_pool
 from .base import DecodeHead, register_head
 
@@ -102,13 +102,6 @@ def fused_context_rules(tag: str, block: str, block_rules: list[tuple[str, str]]
             *cna_rules(r"decoder", "decode_head.bottleneck"), (r"^decoder\.4\.", "decode_head.classifier.")]
 
 
-def check_head_options(cfg: dict, allowed: set) -> None:
-    """Raise :class:`UnsupportedConfig` for head options outside ``allowed`` (options not ported)."""
-    extra = set(cfg["head"]) - allowed
-    if extra:
-        raise UnsupportedConfig(f"{cfg['type']} head options {sorted(extra)} are not ported")
-
-
 _GC_OPTIONS = {"in_channels", "feats_channels", "dropout", "ratio", "pooling_type", "fusion_types", "norm_cfg",
                "act_cfg"}
 
@@ -117,7 +110,7 @@ _GC_OPTIONS = {"in_channels", "feats_channels", "dropout", "ratio", "pooling_typ
     (r"conv_mask\.", "conv_mask."), (r"channel_add_conv\.", "channel_add."), (r"channel_mul_conv\.", "channel_mul.")]))
 def from_ssseg(cfg: dict, sel: list) -> dict:
     head = cfg["head"]
-    check_head_options(cfg, _GC_OPTIONS)
+    check_options(cfg["head"], _GC_OPTIONS, f"{cfg['type']} head")
     if head.get("norm_cfg") != {"type": "LayerNorm"}:  # the default, the segmentor's BatchNorm, fails on (C, 1, 1)
         raise UnsupportedConfig(f"GCNet context block with norm_cfg={head.get('norm_cfg')!r} is not ported "
                                 "(only LayerNorm)")

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..foreign import UnsupportedConfig, cna_rules, head_options, ssseg_segmentor
+from ..foreign import check_options, cna_rules, head_options, ssseg_segmentor
 from ..layers import ConvNormAct, SelfAttention
 from .base import DecodeHead, register_head
 
@@ -86,7 +86,6 @@ def _relation_rules(name: str) -> list[tuple[str, str]]:
     (r"^decoder\.1\.", "decode_head.classifier.")])
 def from_ssseg(cfg: dict, sel: list) -> dict:
     head = cfg["head"]
-    if set(head) - _ISA_OPTIONS:
-        raise UnsupportedConfig(f"ISANet head options {sorted(set(head) - _ISA_OPTIONS)} are not ported")
+    check_options(head, _ISA_OPTIONS, "ISANet head")
     return {"type": "isa", "in_index": sel[-1], "isa_channels": int(head["isa_channels"]),
             "down_factor": [int(d) for d in head["down_factor"]], **head_options(cfg)}

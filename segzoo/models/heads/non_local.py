@@ -6,10 +6,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..foreign import UnsupportedConfig, head_options, ssseg_segmentor
+from ..foreign import UnsupportedConfig, check_options, head_options, ssseg_segmentor
 from ..layers import ConvNormAct
 from .base import register_head
-from .gc import FusedContextHead, check_head_options, fused_context_rules
+from .gc import FusedContextHead, fused_context_rules
 
 __all__ = ["NonLocal2d", "NonLocalHead", "DNLHead"]
 
@@ -95,13 +95,13 @@ def _block_options(cfg: dict) -> dict:
 
 @ssseg_segmentor("NonLocalNet", "nonlocalnet", fused_context_rules("nl", r"nl_block", _BLOCK_RULES))
 def from_ssseg(cfg: dict, sel: list) -> dict:
-    check_head_options(cfg, _NL_OPTIONS)
+    check_options(cfg["head"], _NL_OPTIONS, f"{cfg['type']} head")
     return {"type": "nonlocal", "in_index": sel[-1], **_block_options(cfg), **head_options(cfg)}
 
 
 @ssseg_segmentor("DNLNet", "dnlnet", fused_context_rules("dnl", r"dnl_block", _BLOCK_RULES))
 def dnl_from_ssseg(cfg: dict, sel: list) -> dict:
-    check_head_options(cfg, _NL_OPTIONS | {"temperature"})
+    check_options(cfg["head"], _NL_OPTIONS | {"temperature"}, f"{cfg['type']} head")
     if "temperature" not in cfg["head"]:  # a required argument of ssseg's DisentangledNonLocal2d
         raise UnsupportedConfig("DNLNet without a temperature is not ported")
     return {"type": "dnl", "in_index": sel[-1], "temperature": float(cfg["head"]["temperature"]),

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from ..layers import ConvNormAct, SelfAttention
-from ..foreign import UnsupportedConfig, cna_rules, head_options, ssseg_segmentor
+from ..foreign import UnsupportedConfig, check_options, cna_rules, head_options, ssseg_segmentor
 from .base import DecodeHead, register_head
 
 __all__ = ["spatial_gather", "ObjectContextBlock", "OCRHead"]
@@ -84,8 +84,7 @@ _OCR_OPTIONS = {"in_channels", "feats_channels", "transform_channels", "scale", 
     (r"^decoder\.1\.", "decode_head.classifier.")])
 def from_ssseg(cfg: dict, sel: list) -> dict:
     head = cfg["head"]
-    if set(head) - _OCR_OPTIONS:
-        raise UnsupportedConfig(f"OCRNet head options {sorted(set(head) - _OCR_OPTIONS)} are not ported")
+    check_options(head, _OCR_OPTIONS, "OCRNet head")
     if head.get("scale", 1) != 1:  # ssseg then max-pools the attention's queries
         raise UnsupportedConfig(f"OCRNet with scale={head['scale']!r} is not ported (only 1)")
     if not isinstance(cfg.get("auxiliary"), dict):  # ssseg asserts one auxiliary head: the soft regions

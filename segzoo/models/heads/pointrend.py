@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..foreign import UnsupportedConfig, ssseg_segmentor
+from ..foreign import UnsupportedConfig, check_options, ssseg_segmentor
 from .base import DecodeHead, register_head
 from .fpn import FPNHead, fpn_head_from_ssseg, fpn_head_rules, fpn_neck_from_ssseg, fpn_neck_rules
 
@@ -174,8 +174,7 @@ def pointrend_from_ssseg(cfg: dict, sel: list) -> dict:
     """``arch["decode_head"]`` of an SSSegmentation PointRend config (its auxiliary heads:
     :func:`pointrend_aux_heads`)."""
     head = cfg["head"]
-    if set(head) - _POINTREND_OPTIONS:
-        raise UnsupportedConfig(f"PointRend head options {sorted(set(head) - _POINTREND_OPTIONS)} are not ported")
+    check_options(head, _POINTREND_OPTIONS, "PointRend head")
     aux = cfg.get("auxiliary")
     if not isinstance(aux, dict) or set(aux) - {"in_channels", "num_convs", "dropout"} or aux.get("num_convs", 1) \
             or int(aux["in_channels"]) != int(head["scale_head_channels"]):

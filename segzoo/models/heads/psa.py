@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from ..foreign import UnsupportedConfig, cna_rules, head_options, ssseg_segmentor
+from ..foreign import UnsupportedConfig, check_options, cna_rules, head_options, ssseg_segmentor
 from ..layers import ConvNormAct, resize
 from .base import DecodeHead, register_head
 
@@ -136,8 +136,7 @@ def _branch_rules(suffix: str, k: int) -> list[tuple[str, str]]:
     *cna_rules(r"decoder", "decode_head.bottleneck"), (r"^decoder\.4\.", "decode_head.classifier.")])
 def from_ssseg(cfg: dict, sel: list) -> dict:
     head = cfg["head"]
-    if set(head) - _PSA_OPTIONS:
-        raise UnsupportedConfig(f"PSANet head options {sorted(set(head) - _PSA_OPTIONS)} are not ported")
+    check_options(head, _PSA_OPTIONS, "PSANet head")
     if head.get("compact", False):  # the attention is then read as a dense (hw, hw) map, mask_size = map size
         raise UnsupportedConfig("PSANet with compact=True is not ported")
     if head["type"] not in ("collect", "distribute", "bi-direction"):

@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..backbones import backbone_family, build_backbone, register_backbone
-from ..foreign import UnsupportedConfig, cna_rules, rename_keys, sequential_rules, ssseg_segmentor
+from ..foreign import UnsupportedConfig, check_options, cna_rules, rename_keys, sequential_rules, ssseg_segmentor
 from ..heads.psp import ssseg_ppm_rules
 from ..layers import ConvNormAct, PyramidPooling, resize
 
@@ -166,8 +166,7 @@ def icnet_from_ssseg(cfg: dict, sel: list) -> dict:
     """``arch["decode_head"]`` of an SSSegmentation ICNet config (its backbone:
     :func:`icnet_backbone_from_ssseg`; the two auxiliary heads read the backbone's outputs 0 and 1)."""
     head = cfg["head"]
-    if set(head) - _ICNET_OPTIONS:
-        raise UnsupportedConfig(f"ICNet head options {sorted(set(head) - _ICNET_OPTIONS)} are not ported")
+    check_options(head, _ICNET_OPTIONS, "ICNet head")
     if list(sel) != [0, 1, 2]:
         raise UnsupportedConfig(f"ICNet with selected_indices {sel} is not ported (only [0, 1, 2])")
     aux = cfg.get("auxiliary")
