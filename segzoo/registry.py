@@ -19,11 +19,6 @@ from .errors import UnknownModelError
 __all__ = ["ModelRecord", "register", "unregister", "get_record", "resolve_name", "list_models", "explain_empty", "model_info",
            "UnknownModelError"]
 
-# segzoo.zoo modules that declare records; imported on first lookup.
-_ZOO_MODULES = (
-    "segzoo.zoo.sssegmentation",
-    "segzoo.zoo.transformers_hub",
-)
 
 
 @dataclass(frozen=True)
@@ -91,7 +86,8 @@ def _ensure_loaded() -> None:
     if _loaded:
         return
     _loaded = True
-    for mod in _ZOO_MODULES:
+    # every module of segzoo.zoo declares records (segzoo.zoo.record_modules says in which order)
+    for mod in importlib.import_module("segzoo.zoo").record_modules():
         importlib.import_module(mod)
 
 

@@ -13,9 +13,8 @@ from __future__ import annotations
 import os
 import re
 
-from ..registry import ModelRecord, register
+from ..registry import ModelRecord, register, resolve_name
 from . import dataset_meta, load_data
-from .transformers_hub import HUB_NAMES
 
 _BACKBONE_NAMES = [  # (regex on the ssseg config's backbone token, segzoo backbone name)
     (r"^resnet(\d+)os(\d+)$", r"resnet\1_os\2"),
@@ -24,13 +23,21 @@ _BACKBONE_NAMES = [  # (regex on the ssseg config's backbone token, segzoo backb
     (r"^convnext(tiny|small|base|large|xlarge)21k$", r"convnext_\1_in22k"),
     (r"^convnext(tiny|small|base|large|xlarge)$", r"convnext_\1"),
     (r"^mitb(\d)$", r"mit_b\1"),
+    (r"^vit(base|large)$", r"vit_\1"),
+    (r"^beit(base|large)$", r"beit_\1"),
+    (r"^maevit(base|large)$", r"mae_vit_\1"),
+    (r"^(pcpvt|svt)(small|base|large)$", r"\1_\2"),
+    (r"^mobilevitv2(\d+)$", r"mobilevitv2_\1"),
+    (r"^mobilevit(xxs|xs|s)$", r"mobilevit_\1"),
 ]
+_SEGMENTOR_NAMES = {"setrnaive": "setr_naive", "setrpup": "setr_pup", "setrmla": "setr_mla"}
+_DATASET_NAMES = {"voc-cocosubvoc": "voc_cocosubvoc"}
 
 
 def segzoo_name(config_name: str) -> tuple[str, str, str, str]:
     """(name, segmentor, backbone, dataset) for an SSSegmentation config name."""
     parts = config_name.split("_")
-    segmentor, dataset = parts[0], parts[-1]
+    segmentor, dataset = _SEGMENTOR_NAMES.get(parts[0], parts[0]), _DATASET_NAMES.get(parts[-1], parts[-1])
     variant = []  # a head variant before the backbone: fastfcn_deeplabv3_resnet50os32_cityscapes
     if len(parts) > 3 and not _backbone_token(parts[1]) and _backbone_token(parts[2]):
         variant, parts = [parts[1]], [parts[0], *parts[2:]]
@@ -60,7 +67,7 @@ def _record(config_name: str, entry: dict) -> ModelRecord:
     cfg = entry["config"]
     arch = entry["arch"]  # segzoo.convert.sssegmentation.arch_from_config(cfg), stored by the build script
     name, segmentor, backbone, dataset = segzoo_name(config_name)
-    if name in HUB_NAMES:
+    if resolve_name(name) == name:  # a Hub record (registered first, see record_modules) owns it
         name += "_ssseg"
     meta = dataset_meta(dataset)
     test, train = cfg["dataset"]["test"], cfg["dataset"]["train"]

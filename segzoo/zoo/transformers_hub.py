@@ -106,6 +106,5 @@ def _records() -> list[ModelRecord]:
 
 
 RECORDS = _records()
-HUB_NAMES = {r.name for r in RECORDS}
 for _r in RECORDS:
     register(_r)
