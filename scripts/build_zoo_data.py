@@ -102,15 +102,18 @@ def dataset_meta(zoo: dict, built: dict, also=()) -> dict:
     """{dataset name: {num_classes, class_names, palette}} for the datasets the built configs use and
     the names in ``also`` (the Hub records' datasets).
 
-    A dataset's name is a config name's last token (as in ``segzoo.zoo.sssegmentation.segzoo_name``),
+    A dataset's name is the one ``segzoo.zoo.sssegmentation.segzoo_name`` gives a config,
     its class the config's ``dataset.type`` in ssseg's registry.
     """
+    from segzoo.zoo.sssegmentation import segzoo_name
     classes: dict[str, str] = {}
     for name, entry in zoo.items():
-        key, clsname = name.split("_")[-1], entry["config"]["dataset"]["type"]
+        key, clsname = segzoo_name(name)[3], entry["config"]["dataset"]["type"]
+        if clsname == "MultipleDataset":  # VOC + COCO's VOC classes: the classes of the name's dataset
+            continue
         if classes.setdefault(key, clsname) != clsname:
             raise RuntimeError(f"dataset {key!r} is {classes[key]} in one config and {clsname} in {name}")
-    wanted = {name.split("_")[-1] for name in built} | set(also)
+    wanted = {segzoo_name(name)[3] for name in built} | set(also)
     unknown = sorted(wanted - set(classes))
     if unknown:
         raise RuntimeError(f"no config of the reference uses dataset {', '.join(unknown)}")

@@ -31,7 +31,7 @@ _BACKBONE_NAMES = [  # (regex on the ssseg config's backbone token, segzoo backb
     (r"^mobilevit(xxs|xs|s)$", r"mobilevit_\1"),
 ]
 _SEGMENTOR_NAMES = {"setrnaive": "setr_naive", "setrpup": "setr_pup", "setrmla": "setr_mla"}
-_DATASET_NAMES = {"voc-cocosubvoc": "voc_cocosubvoc"}
+_DATASET_NAMES = {"voc-cocosubvoc": "voc"}  # VOC classes; trained on VOC + the VOC classes of COCO
 
 
 def segzoo_name(config_name: str) -> tuple[str, str, str, str]:
