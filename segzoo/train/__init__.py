@@ -1,0 +1,1 @@
+"""Training: recipes, losses, metrics and the loops behind ``model.fit`` / ``model.evaluate``."""
