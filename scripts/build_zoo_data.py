@@ -64,13 +64,21 @@ def _model_cfg(cfg: dict) -> dict:
     return {k: cfg[k] for k in KEEP if k in cfg}
 
 
+def _pipelines(dataset: dict, split: str) -> list:
+    """A config's ``split`` pipeline; a MultipleDataset's members share theirs (its first member's)."""
+    if "data_pipelines" in dataset[split]:
+        return dataset[split]["data_pipelines"]
+    members = [v for v in dataset[split].values() if isinstance(v, dict) and split in v]
+    return members[0][split]["data_pipelines"]
+
+
 def _slim(name: str, entry: dict) -> dict:
     cfg = entry["config"]
     slim = _model_cfg(cfg)
     slim["dataset"] = {
         "type": cfg["dataset"]["type"],
-        "train": cfg["dataset"]["train"]["data_pipelines"],
-        "test": cfg["dataset"]["test"]["data_pipelines"],
+        "train": _pipelines(cfg["dataset"], "train"),
+        "test": _pipelines(cfg["dataset"], "test"),
     }
     slim["train_batch_size"] = cfg["dataloader"].get("expected_total_train_bs_for_assert")
     if "fp16_cfg" in cfg or "apexfp16" in name:

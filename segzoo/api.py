@@ -14,6 +14,9 @@ import torch.nn as nn
 
 from . import hub
 from . import inference as _inference
+from .sam import PromptableModel
+from .train import trainer as _trainer
+from .train.recipe import Recipe
 from . import models as _models  # a module, so that no network class name is an attribute here
 
 __all__ = ["ModelAPI", "with_api", "api_class"]
@@ -40,6 +43,35 @@ class ModelAPI:
                                   flip=flip, output=output, batch_size=batch_size, device=device,
                                   score_device=score_device, resize=resize, optimize=optimize)
 
+    @property
+    def recipe(self) -> Recipe:
+        """The training recipe of the checkpoint this model was created from (``Recipe``: print it,
+        ``recipe.replace(lr=...)`` for a changed copy; assign ``model.recipe = ...`` to make ``fit``
+        use another by default)."""
+        own = self.__dict__.get("_segzoo_recipe")
+        return own if own is not None else Recipe.from_record(getattr(self, "record", None))
+
+    @recipe.setter
+    def recipe(self, value: Recipe) -> None:
+        if not isinstance(value, Recipe):
+            raise TypeError(f"model.recipe takes a segzoo.train.Recipe, got {type(value).__name__}")
+        self.__dict__["_segzoo_recipe"] = value
+
+    def fit(self, train, val=None, *, recipe: Recipe | None = None, out=None, resume=None, progress: bool = True,
+            device=None, **overrides):
+        """Train on ``train`` with ``recipe`` (default ``model.recipe``) changed by ``overrides``
+        (recipe fields: ``iterations``, ``batch_size``, ``lr``, ``crop_size``, ``amp``, ...), validating
+        on ``val``; see ``segzoo.train.fit``. Returns the history, best metrics and skipped steps."""
+        return _trainer.fit(self, train, val, recipe=recipe or self.recipe, out=out, resume=resume,
+                            progress=progress, device=device, **overrides)
+
+    def evaluate(self, dataset, *, mode: str | None = None, crop_size=None, stride=None, scales=None,
+                 flip: bool | None = None, resize=None, progress: bool = True, device=None) -> dict:
+        """mIoU, mAcc, aAcc, mDice (percent) and per-class IoU on ``dataset`` with the record's test
+        protocol, overridable as in ``predict``; see ``segzoo.train.evaluate``."""
+        return _trainer.evaluate(self, dataset, mode=mode, crop_size=crop_size, stride=stride, scales=scales,
+                                 flip=flip, resize=resize, progress=progress, device=device)
+
     def save_pretrained(self, save_directory, **kwargs):
         """Write ``model.safetensors``, ``config.json`` and a model card into ``save_directory``
         (see ``segzoo.hub.save_pretrained``); ``create_model("local-dir:<dir>")`` loads it back."""
@@ -57,9 +89,10 @@ def api_class(cls: type) -> type:
     """``cls`` (a network class) with :class:`ModelAPI` mixed in; one class per network class."""
     if issubclass(cls, ModelAPI):
         return cls
-    if cls not in _CLASSES:
-        _CLASSES[cls] = type(cls.__name__, (ModelAPI, cls), {"__module__": __name__, "__qualname__": cls.__name__,
-                                                            "__doc__": cls.__doc__})
+    if cls not in _CLASSES:  # promptable networks (SAM): their predict takes prompts, before ModelAPI's
+        bases = (PromptableModel, ModelAPI, cls) if getattr(cls, "promptable", False) else (ModelAPI, cls)
+        _CLASSES[cls] = type(cls.__name__, bases, {"__module__": __name__, "__qualname__": cls.__name__,
+                                                  "__doc__": cls.__doc__})
     return _CLASSES[cls]
 
 

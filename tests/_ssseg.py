@@ -15,6 +15,10 @@ def ssseg_config(config_name: str, **backbone_overrides) -> dict:
     # process group) takes
     cfg["norm_cfg"] = {"type": "SyncBatchNorm" if cfg["type"] == "PointRend" else "BatchNorm2d"}
     cfg["backbone"]["pretrained"] = False
+    if cfg["backbone"]["type"] == "VisionTransformer":
+        # jx_vit_large_p16_384 pins drop_rate=0.1 while every zoo config sets 0.0: the reference
+        # asserts; a custom structure name lifts the pin (the released checkpoints predate it)
+        cfg["backbone"]["structure_type"] = "vit_custom"
     cfg["backbone"].update(backbone_overrides)
     if cfg["backbone"].get("norm_cfg", {}).get("type") == "SyncBatchNorm":
         cfg["backbone"]["norm_cfg"] = {"type": "BatchNorm2d"}
@@ -53,6 +57,28 @@ class MMCVPSAMask(torch.nn.Module):
         return psa_mask(x, self.psa_type, self.mask_size)
 
 
+def install_fvcore_stand_in() -> None:
+    """SSSegmentation's Mask2Former imports ``fvcore.nn.weight_init`` (not installed) for its
+    initialisation only: a stand-in with detectron2's ``c2_xavier_fill`` where fvcore is missing."""
+    import sys
+    import types
+    try:
+        import fvcore.nn.weight_init  # noqa: F401
+        return
+    except ImportError:
+        pass
+
+    def c2_xavier_fill(module):  # detectron2's: kaiming_uniform_(a=1), zero bias
+        torch.nn.init.kaiming_uniform_(module.weight, a=1)
+        if module.bias is not None:
+            torch.nn.init.constant_(module.bias, 0)
+    weight_init = types.ModuleType("fvcore.nn.weight_init")
+    weight_init.c2_xavier_fill = c2_xavier_fill
+    fv, fv_nn = types.ModuleType("fvcore"), types.ModuleType("fvcore.nn")
+    fv.nn, fv_nn.weight_init = fv_nn, weight_init
+    sys.modules.update({"fvcore": fv, "fvcore.nn": fv_nn, "fvcore.nn.weight_init": weight_init})
+
+
 def install_plain_ops() -> None:
     """The reference imports CCNet's, PSANet's and PointRend's operators from mmcv (compiled, absent
     here: the names hold None). Put segzoo's plain-PyTorch versions, each tested against a written-out
@@ -64,6 +90,11 @@ def install_plain_ops() -> None:
     ccnet.CrissCrossAttention = MMCVCrissCrossAttention
     psanet.PSAMask = MMCVPSAMask
     pointrend.PointSample = point_sample
+    install_fvcore_stand_in()  # Mask2Former: its deformable attention falls back to segzoo's operator
+    import ssseg.modules.models.segmentors.mask2former.transformers.pixeldecoder as pixeldecoder
+    from segzoo.models.heads.msdeform_attn import multi_scale_deformable_attention
+    pixeldecoder.MSDeformAttnFunction = None
+    pixeldecoder.ms_deform_attn_core_pytorch = multi_scale_deformable_attention
 
 
 def build_ssseg(config_name: str, seed: int = 0, **backbone_overrides):

@@ -30,7 +30,8 @@ def _shallow(arch: dict) -> dict:
     """Overrides that keep the record's structure (strides, windows, pooling, heads) and make it
     cheap: one block per stage (ResNet-18 for ResNets), 32-channel decode and auxiliary heads."""
     bb = arch["backbone"]
-    shallow = {"resnet": {"depth": 18}, "resnest": {"depth": 50}, "icnet": {"resnet": {"depth": 50}}}
+    shallow = {"resnet": {"depth": 18}, "resnest": {"depth": 50}, "icnet": {"resnet": {"depth": 50}},
+               "vit": {"depth": 4, "out_indices": [0, 1, 2, 3], "embed_dim": 64, "num_heads": 4}}
     over = {"backbone": shallow.get(bb["type"]) or {"depths": [1] * len(bb["depths"])}}
     if "channels" in arch["decode_head"]:
         over["decode_head"] = {"channels": 32}

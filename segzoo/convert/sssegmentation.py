@@ -14,6 +14,8 @@ from ..models.heads.fcn import aux_from_ssseg, aux_key_rules
 
 __all__ = ["arch_from_config", "convert_state_dict", "UnsupportedConfig"]
 
+_NECK = "feats_to_pyramid_net."  # SSSegmentation's Feature2Pyramid (head.feature2pyramid), part of segzoo's backbone
+
 
 def arch_from_config(cfg: dict) -> dict:
     """Translate an SSSegmentation model config into segzoo's ``arch`` mapping; raises
@@ -25,8 +27,11 @@ def arch_from_config(cfg: dict) -> dict:
         raise UnsupportedConfig(f"backbone {bb['type']} is not ported")
     backbone = SSSEG_BACKBONES[bb["type"]](bb)
     sel = list(bb.get("selected_indices") or (0, 1, 2, 3))
-    if "feature2pyramid" in cfg["head"]:
-        raise UnsupportedConfig("feature2pyramid necks are not ported")
+    if "feature2pyramid" in cfg["head"]:  # a neck after the backbone, built by the backbone family where it has one
+        neck_from_ssseg = getattr(backbone_family(backbone["type"]), "feature2pyramid_from_ssseg", None)
+        if neck_from_ssseg is None:
+            raise UnsupportedConfig("feature2pyramid necks are not ported")
+        backbone = neck_from_ssseg(backbone, cfg)
     spec = SSSEG_SEGMENTORS[seg_type]
     decode = spec.decode_head(cfg, sel)
     if spec.backbone is not None:  # a segmentor whose encoder wraps the backbone (ICNet)
@@ -45,9 +50,10 @@ def convert_state_dict(sd: dict, arch: dict) -> dict:
     sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
     family = backbone_family(arch["backbone"]["type"])
     backbone = {k[len("backbone_net."):]: v for k, v in sd.items() if k.startswith("backbone_net.")}
+    backbone.update((k, v) for k, v in sd.items() if k.startswith(_NECK))  # the family converts its neck too
     out = {f"backbone.{k}": v for k, v in family.convert_sssegmentation(backbone).items()}
     rules = [*aux_key_rules(arch), *ssseg_segmentor_for(arch["segmentor"]).key_rules(arch)]
     for key, value in sd.items():
-        if not key.startswith("backbone_net."):
+        if not key.startswith(("backbone_net.", _NECK)):
             out[rename_key(key, rules) or key] = value
     return out

@@ -140,11 +140,17 @@ def ssseg_segmentor_for(segmentor: str) -> SSSegSegmentor:
                      f"known: {', '.join(sorted(s.segmentor for s in SSSEG_SEGMENTORS.values()))}")
 
 
-def transformers_segmentor(segmentor: str):
+TRANSFORMERS_KEY_PREFIXES: set = set()  # filled by transformers_segmentor(key_prefixes=...)
+
+
+def transformers_segmentor(segmentor: str, key_prefixes: tuple = ()):
     """Decorator on ``fn(sd, arch) -> (backbone_sd, head_sd)``: splits a transformers checkpoint of
     segzoo's ``segmentor`` into the backbone's keys (prefix stripped, still in transformers' names, for
-    the backbone family's ``convert_transformers``) and the rest, already in segzoo's names."""
+    the backbone family's ``convert_transformers``) and the rest, already in segzoo's names.
+    ``key_prefixes``: key beginnings that only this family's transformers checkpoints have
+    (``"beit."``), by which ``segzoo.convert.detect_format`` recognises them."""
     def deco(fn):
         TRANSFORMERS_SEGMENTORS[segmentor] = fn
+        TRANSFORMERS_KEY_PREFIXES.update(key_prefixes)
         return fn
     return deco

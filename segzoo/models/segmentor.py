@@ -46,12 +46,6 @@ class Segmentor(nn.Module):
         self.record = None          # ModelRecord, set by create_model
         self.arch: dict = {}
 
-    @property
-    def recipe(self) -> dict:
-        """The training recipe of the checkpoint this model was created from (empty if none)."""
-        import copy
-        return copy.deepcopy(dict(self.record.recipe)) if self.record is not None else {}
-
     def losses_of(self, outputs: Mapping[str, Any]) -> dict:
         """{loss name: the train-mode output it supervises} for ``outputs = model(x)`` in train mode.
         A list output (``aux_logits``) supervises ``name`` when it holds one tensor, ``name1``,
@@ -105,6 +99,9 @@ def build_model(arch: Mapping[str, Any], num_classes: int | None = None) -> Segm
     """Build a randomly initialised :class:`Segmentor` (or the class registered for
     ``arch["segmentor"]``) from an ``arch`` mapping (see ModelRecord.arch). Weights, ImageNet ones
     included, are put in by ``segzoo._factory.build_and_load``."""
+    cls = SEGMENTORS.get(arch.get("segmentor"))
+    if cls is not None and hasattr(cls, "from_arch"):  # a network of another shape (SAM) builds itself
+        return cls.from_arch(arch)
     num_classes = int(num_classes if num_classes is not None else arch["num_classes"])
     align_corners = bool(arch.get("align_corners", False))
     backbone = build_backbone(arch["backbone"])

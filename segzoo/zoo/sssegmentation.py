@@ -95,7 +95,7 @@ def _record(config_name: str, entry: dict) -> ModelRecord:
     }
     url = entry["checkpoint_url"]
     return ModelRecord(
-        name=name, architecture=segmentor, backbone=backbone, dataset=dataset, num_classes=arch["num_classes"],
+        name=name, architecture=arch["segmentor"], backbone=backbone, dataset=dataset, num_classes=arch["num_classes"],
         arch=arch, class_names=tuple(meta["class_names"]), crop_size=crop_size, inference=inference,
         normalization={"mean": list(norm["mean"]), "std": list(norm["std"])}, metrics=metrics,
         weights=({"url": url, "filename": os.path.basename(url), "format": "sssegmentation"},),

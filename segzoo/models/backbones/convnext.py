@@ -52,6 +52,29 @@ class ConvNeXtBackbone(nn.Module):
         self.min_input_size = self.reductions[-1]  # unpadded stride-s stem and downsampling convs
         self.out_norms = nn.ModuleList(LayerNorm2d(c, eps=_EPS) for c in self.out_channels)
 
+    def lr_decay_layer(self, name: str, num_layers: int, decay_type: str) -> int:
+        """The layer id of parameter ``name`` (in this module) for layer-wise learning-rate decay,
+        as SSSegmentation / mmsegmentation number ConvNeXt's: ``stage_wise`` gives the stem and
+        downsampling layers 0 and stage i's blocks i + 1; ``layer_wise`` numbers the blocks of the
+        third stage by threes; the output norms count as the head (``num_layers + 1``)."""
+        parts = name.split(".")
+        if decay_type == "stage_wise":
+            if parts[0] == "stem" or (parts[0] == "stages" and parts[2] == "downsample"):
+                return 0
+            if parts[0] == "stages":
+                return int(parts[1]) + 1
+            return num_layers + 1
+        if decay_type == "layer_wise":
+            if parts[0] == "stem":
+                return 0
+            if parts[0] == "stages":
+                stage = int(parts[1])
+                if parts[2] == "downsample":
+                    return {1: 2, 2: 3}.get(stage, num_layers)
+                return {0: 1, 1: 2}.get(stage, 3 + int(parts[3]) // 3 if stage == 2 else num_layers)
+            return num_layers + 1
+        raise ValueError(f"ConvNeXt has no {decay_type!r} learning-rate decay (stage_wise, layer_wise)")
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(x)
         outs = []

@@ -133,6 +133,10 @@ class MiTStage(nn.Module):
 
 # ---- model ------------------------------------------------------------------------------------
 class MixVisionTransformer(nn.Module):
+    #: the reference's (SSSegmentation's and mmsegmentation's) rule key ``norm`` in this network's
+    #: names: its patch-embedding, block and attention norms; the stage-final norm (``layers.i.2`` in
+    #: the references) has no ``norm`` in its reference name, so no rule reaches it there
+    PARAM_RULE_KEYS = {"norm": ["patch_embed.norm.", "norm1.", "norm2.", "sr_norm."]}
     frozen_inference_pays = False  # attention + LayerNorm: the frozen copy ran 0.95x-1.05x eager (512x1024)
 
     def __init__(self, embed_dims, num_heads, depths, sr_ratios, patch_sizes=(7, 3, 3, 3), strides=(4, 2, 2, 2),

@@ -18,6 +18,10 @@ from .base import DecodeHead, register_head
 
 @register_head("segformer")
 class SegformerHead(DecodeHead):
+    #: SSSegmentation's parameter-rule keys (its recipes' ``params_rules``) in this head's names:
+    #: ``convs`` are the per-level projections, ``decoder`` the fusion and the classifier
+    PARAM_RULE_KEYS = {"convs": ["proj."], "decoder": ["fuse.", "classifier."]}
+
     def __init__(self, in_channels, num_classes, channels=256, in_index=(0, 1, 2, 3), proj="conv",
                  dropout=0.1, align_corners=False):
         super().__init__(in_channels, channels, num_classes, list(in_index), dropout, align_corners)

@@ -6,6 +6,7 @@ import re
 import torch
 import torch.nn as nn
 
+from ..backbones import backbone_family
 from ..layers import ConvNormAct, PyramidPooling, resize
 from ..foreign import cna_rules, head_options, ssseg_segmentor, transformers_segmentor
 from .base import DecodeHead, register_head
@@ -54,6 +55,9 @@ _TRANSFORMERS_RULES = [
 
 @transformers_segmentor("upernet")
 def from_transformers(sd: dict, arch: dict) -> tuple[dict, dict]:
+    split = getattr(backbone_family(arch["backbone"]["type"]), "split_transformers", None)
+    if split is not None:  # a backbone with its own *ForSemanticSegmentation layout (BEiT)
+        return split(sd, arch)
     backbone = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
     rest = {}
     for key, value in sd.items():
