@@ -32,19 +32,37 @@ def _merge(base: dict, over: dict, path: str = "") -> dict:
 
 
 def _reset_classifiers(model: nn.Module, num_classes: int) -> list[str]:
+    """New classifier layers for ``num_classes``: every 1x1 ``classifier`` conv, a mask-classification
+    head's ``classifier`` Linear (``num_classes + 1`` outputs: "no object" last) and its criterion's
+    class weights (``empty_weight``, the no-object weight kept)."""
     names = []
     for name, module in model.named_modules():
         cls = getattr(module, "classifier", None)
+        where = f"{name}.classifier" if name else "classifier"
         if isinstance(cls, nn.Conv2d) and cls.out_channels != num_classes:
             module.classifier = nn.Conv2d(cls.in_channels, num_classes, kernel_size=1).to(cls.weight.device)
-            names.append(f"{name}.classifier" if name else "classifier")
+            names.append(where)
+        elif isinstance(cls, nn.Linear) and cls.out_features != num_classes + 1:
+            module.classifier = nn.Linear(cls.in_features, num_classes + 1).to(cls.weight.device)
+            names.append(where)
+        weight = getattr(module, "empty_weight", None)
+        if isinstance(weight, torch.Tensor) and weight.numel() != num_classes + 1:
+            new = torch.ones(num_classes + 1, dtype=weight.dtype, device=weight.device)
+            new[-1] = weight[-1]
+            module.empty_weight = new
+            names.append(f"{name}.empty_weight" if name else "empty_weight")
     return names
 
 
 def checkpoint_num_classes(sd: Mapping[str, torch.Tensor]) -> int | None:
-    """The class count a segzoo-layout state dict was trained for (its decode head's classifier)."""
+    """The class count a segzoo-layout state dict was trained for (its decode head's classifier: a 1x1
+    conv's outputs, or a mask-classification Linear's minus its "no object" one)."""
     w = sd.get("decode_head.classifier.weight")
-    return int(w.shape[0]) if w is not None and w.ndim == 4 else None
+    if w is not None and w.ndim == 4:
+        return int(w.shape[0])
+    if w is not None and w.ndim == 2:
+        return int(w.shape[0]) - 1
+    return None
 
 
 def _adapt_record(record, num_classes: int, class_names=None):

@@ -321,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train a model with its recipe (torchrun-ready)")
     tr.add_argument("model", help="model name or alias")
     tr.add_argument("--data", required=True, help="dataset root (standard layout, or images/ + masks/ + classes.txt)")
-    tr.add_argument("--dataset", help="dataset type when the layout is ambiguous (ade20k, cityscapes, voc, folder, ...)")
+    tr.add_argument("--dataset",
+                    help="dataset type when the layout is ambiguous (ade20k, cityscapes, voc, folder, ...)")
     tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="recipe override, e.g. iterations=600")
     tr.add_argument("--out", default="segzoo-run", help="checkpoints and history (default: segzoo-run)")
     tr.add_argument("--init", choices=["imagenet", "pretrained", "none"], default="imagenet",

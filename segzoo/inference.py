@@ -521,7 +521,11 @@ def predict(model: nn.Module, image, *, mode: str | None = None, crop_size=None,
                 if output == "labels":
                     results.append(s.argmax(dim=0).cpu().numpy().astype(np.int64))
                 elif output == "probs":
-                    results.append((s if probs else s.softmax(dim=0)).cpu().numpy().astype(np.float32))
+                    if getattr(model, "outputs_scores", False):  # class scores >= 0, not logits: normalised
+                        s = s / s.sum(dim=0, keepdim=True).clamp_min(torch.finfo(s.dtype).tiny)
+                    elif not probs:
+                        s = s.softmax(dim=0)
+                    results.append(s.cpu().numpy().astype(np.float32))
                 else:
                     results.append(s.cpu().numpy().astype(np.float32))
     finally:

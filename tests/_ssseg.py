@@ -19,6 +19,10 @@ def ssseg_config(config_name: str, **backbone_overrides) -> dict:
         # jx_vit_large_p16_384 pins drop_rate=0.1 while every zoo config sets 0.0: the reference
         # asserts; a custom structure name lifts the pin (the released checkpoints predate it)
         cfg["backbone"]["structure_type"] = "vit_custom"
+    if cfg["backbone"]["type"] == "MobileViTV2" and "arch" not in cfg["backbone"]:
+        # the width is named only in structure_type, which the reference ignores (it would build its
+        # default 0.5 width); segzoo reads it from there: the reference is given it explicitly
+        cfg["backbone"]["arch"] = cfg["backbone"]["structure_type"]
     cfg["backbone"].update(backbone_overrides)
     if cfg["backbone"].get("norm_cfg", {}).get("type") == "SyncBatchNorm":
         cfg["backbone"]["norm_cfg"] = {"type": "BatchNorm2d"}
@@ -97,15 +101,18 @@ def install_plain_ops() -> None:
     pixeldecoder.ms_deform_attn_core_pytorch = multi_scale_deformable_attention
 
 
-def build_ssseg(config_name: str, seed: int = 0, **backbone_overrides):
-    """The reference segmentor of ``config_name`` (random weights and BatchNorm statistics; mmcv's
-    operators replaced by segzoo's, see :func:`install_plain_ops`)."""
+def build_ssseg(config_name: str, seed: int = 0, calibration_size=(2, 96, 128), **backbone_overrides):
+    """The reference segmentor of ``config_name`` (random weights and BatchNorm statistics, measured on
+    random images of ``calibration_size`` (N, H, W); mmcv's operators replaced by segzoo's, see
+    :func:`install_plain_ops`)."""
     from ssseg.modules.models.segmentors.builder import BuildSegmentor
     install_plain_ops()
     cfg = ssseg_config(config_name, **backbone_overrides)
     torch.manual_seed(seed)
     model = BuildSegmentor(segmentor_cfg=cfg, mode="TEST").eval()
-    randomize_(model, seed, calibrate=lambda: ssseg_logits(model, torch.randn(2, 3, 96, 128, generator=torch.Generator().manual_seed(seed))))
+    n, h, w = calibration_size
+    randomize_(model, seed, calibrate=lambda: ssseg_logits(
+        model, torch.randn(n, 3, h, w, generator=torch.Generator().manual_seed(seed))))
     return model.eval(), cfg
 
 

@@ -34,3 +34,24 @@ def test_train_then_eval_from_the_command_line(tmp_path, capsys):
     assert main(["eval", f"local-dir:{out / 'last'}", "--data", str(root), "--dataset", "folder", "--mode", "whole"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert set(metrics) >= {"mIoU", "mAcc", "aAcc", "mDice"}
+
+
+def test_predict_under_torchrun_splits_the_images(tmp_path, monkeypatch, capsys):
+    """With torchrun's RANK / WORLD_SIZE, each process predicts its share of a folder (rank r takes
+    images r, r + world, ...)."""
+    import segzoo
+    import torch
+    from PIL import Image
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(5):
+        Image.fromarray(ShapesDataset(5)[i]["image"]).save(photos / f"p{i}.png")
+    torch.manual_seed(0)
+    weights = tmp_path / "w.pt"
+    torch.save(segzoo.create_model("segformer_mit_b0_ade20k").state_dict(), weights)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert main(["predict", str(photos), "--model", "segformer_mit_b0_ade20k", "--checkpoint", str(weights),
+                 "--mode", "whole", "--out", str(tmp_path / "out")]) == 0
+    written = sorted(p.name for p in (tmp_path / "out").glob("*_labels.png"))
+    assert written == ["p1_labels.png", "p3_labels.png"]

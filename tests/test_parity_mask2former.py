@@ -11,14 +11,14 @@ visit every pixel-decoder level and wrap around.
 from __future__ import annotations
 
 import math
-import sys
-import types
 
 import pytest
 import torch
 
+from segzoo.train.mask_classification import MaskClassificationCriterion
+
 import segzoo
-from _ssseg import randomize_, rel_diff, ssseg_config, ssseg_logits
+from _ssseg import install_fvcore_stand_in, randomize_, rel_diff, ssseg_config, ssseg_logits
 from segzoo.models.heads.msdeform_attn import multi_scale_deformable_attention
 from segzoo.registry import get_record
 
@@ -65,24 +65,6 @@ def test_msdeform_attn_matches_written_out_definition():
 
 
 # ---- SSSegmentation ---------------------------------------------------------------------------------
-def _install_fvcore_stand_in() -> None:
-    try:
-        import fvcore.nn.weight_init  # noqa: F401
-        return
-    except ImportError:
-        pass
-
-    def c2_xavier_fill(module):  # detectron2's: kaiming_uniform_(a=1), zero bias
-        torch.nn.init.kaiming_uniform_(module.weight, a=1)
-        if module.bias is not None:
-            torch.nn.init.constant_(module.bias, 0)
-    weight_init = types.ModuleType("fvcore.nn.weight_init")
-    weight_init.c2_xavier_fill = c2_xavier_fill
-    fv, fv_nn = types.ModuleType("fvcore"), types.ModuleType("fvcore.nn")
-    fv.nn, fv_nn.weight_init = fv_nn, weight_init
-    sys.modules.update({"fvcore": fv, "fvcore.nn": fv_nn, "fvcore.nn.weight_init": weight_init})
-
-
 def _randomize_all_(model, seed: int = 0) -> None:
     """:func:`randomize_`, and weights the initialisers leave constant (deformable attention's offsets
     and attention weights start at 0, GroupNorm / LayerNorm weights at 1) perturbed too, so that the
@@ -96,7 +78,7 @@ def _randomize_all_(model, seed: int = 0) -> None:
 
 
 def _ssseg_reference(config: str):
-    _install_fvcore_stand_in()
+    install_fvcore_stand_in()
     import ssseg.modules.models.segmentors.mask2former.transformers.pixeldecoder as pixeldecoder
     from ssseg.modules.models.segmentors.builder import BuildSegmentor
     pixeldecoder.MSDeformAttnFunction = None  # its call fails, and MSDeformAttn falls back to the next name
@@ -141,7 +123,7 @@ def test_mask2former_ssseg_parity(config, size, tmp_path):
     for o in [out, *out["aux_outputs"]]:
         assert o["pred_logits"].shape == (2, q, c + 1) and o["pred_masks"].shape == (2, q, 16, 24)
     assert model.losses_of(out) == {}  # the set criterion reads the outputs; no per-output loss
-    losses = model.criterion(out, torch.randint(0, c, (2, 64, 96), generator=torch.Generator().manual_seed(2)))
+    losses = MaskClassificationCriterion.from_model(model)(out, torch.randint(0, c, (2, 64, 96), generator=torch.Generator().manual_seed(2)))
     names = {"loss_ce", "loss_mask", "loss_dice"}
     assert set(losses) == names | {f"{k}_{i}" for k in names for i in range(layers)}
     assert all(torch.isfinite(v) for v in losses.values())

@@ -19,8 +19,6 @@ depths shrunk identically on both sides; non-square inputs that are not multiple
   as the record's own weights (``pretrained=True``).
 """
 import copy
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -29,24 +27,7 @@ import torch
 import segzoo
 from segzoo.registry import get_record
 from segzoo.train.mask_classification import MaskClassificationCriterion
-from _ssseg import build_ssseg, load_reference, randomize_, rel_diff, ssseg_logits
-
-
-def _stub_fvcore() -> None:
-    """``fvcore.nn.weight_init.c2_xavier_fill`` for the reference's predictor, when fvcore is absent."""
-    try:
-        import fvcore.nn.weight_init  # noqa: F401
-        return
-    except ImportError:
-        pass
-    fv, fvnn, wi = (types.ModuleType(n) for n in ("fvcore", "fvcore.nn", "fvcore.nn.weight_init"))
-
-    def c2_xavier_fill(module):
-        torch.nn.init.kaiming_uniform_(module.weight, a=1)
-        if module.bias is not None:
-            torch.nn.init.zeros_(module.bias)
-    wi.c2_xavier_fill, fvnn.weight_init, fv.nn = c2_xavier_fill, wi, fvnn
-    sys.modules.update({"fvcore": fv, "fvcore.nn": fvnn, "fvcore.nn.weight_init": wi})
+from _ssseg import build_ssseg, install_fvcore_stand_in, load_reference, randomize_, rel_diff, ssseg_logits
 
 
 def _perturb_norms_(model: torch.nn.Module, seed: int = 1) -> None:
@@ -91,7 +72,7 @@ SSSEG_CASES = [  # (config, shrunk depths, input size)
 
 @pytest.mark.parametrize("config,depths,size", SSSEG_CASES)
 def test_maskformer_ssseg_parity(config, depths, size, tmp_path):
-    _stub_fvcore()
+    install_fvcore_stand_in()
     # structure_type names ImageNet weights and pins their depths; a custom name lifts the pin
     ref, cfg = build_ssseg(config, depths=depths, structure_type="swin_shallow")
     _perturb_norms_(ref)

@@ -154,3 +154,12 @@ class SelfAttention(nn.Module):
         context = torch.matmul(sim.softmax(dim=-1), value)  # (n, q, c')
         context = context.transpose(1, 2).reshape(n, -1, *query_feats.shape[2:])
         return self.out_project(context) if self.out_project is not None else context
+
+
+def init_linear_trunc_normal(m: nn.Module) -> None:
+    """The transformers' usual initialisation (``model.apply(...)``): Linear weights truncated
+    normal (std 0.02), Linear biases zero."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02, a=-2.0, b=2.0)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)

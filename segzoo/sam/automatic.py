@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
-from .predictor import embed_image, predict_torch, transform_coords
+from .predictor import embed_image, transform_coords
 
 __all__ = ["AutomaticMaskGenerator", "point_grid", "crop_boxes", "mask_to_rle", "rle_to_mask", "rle_area",
            "rle_to_coco_string", "stability_score", "masks_to_boxes"]
@@ -79,15 +79,24 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
 def mask_to_rle(masks: torch.Tensor) -> list[dict]:
     """Uncompressed COCO RLEs of (N, H, W) boolean masks."""
     n, h, w = masks.shape
+    if n == 0:
+        return []
     flat = masks.permute(0, 2, 1).flatten(1)
-    change = (flat[:, 1:] != flat[:, :-1]).nonzero()
-    out = []
-    for i in range(n):
-        idx = change[change[:, 0] == i, 1] + 1
-        bounds = torch.cat([idx.new_zeros(1), idx, idx.new_full((1,), h * w)])
-        counts = (bounds[1:] - bounds[:-1]).cpu().tolist()
-        out.append({"size": [h, w], "counts": ([0] if bool(flat[i, 0]) else []) + counts})
-    return out
+    change = (flat[:, 1:] != flat[:, :-1]).nonzero().cpu().numpy()  # (row, col) pairs, row-major order
+    rows, pos = change[:, 0], change[:, 1] + 1  # where a new run starts
+    per_row = np.bincount(rows, minlength=n)
+    ends = np.cumsum(per_row)
+    starts = ends - per_row
+    prev = np.zeros_like(pos)
+    prev[1:] = pos[:-1]
+    prev[starts[per_row > 0]] = 0  # a row's first run starts at 0
+    runs = (pos - prev).tolist()
+    last = np.full(n, h * w, dtype=np.int64)
+    last[per_row > 0] = h * w - pos[ends[per_row > 0] - 1]
+    last = last.tolist()
+    first = flat[:, 0].cpu().tolist()
+    return [{"size": [h, w], "counts": ([0] if first[i] else []) + runs[starts[i]:ends[i]] + [last[i]]}
+            for i in range(n)]
 
 
 def rle_to_mask(rle: dict) -> np.ndarray:
@@ -190,7 +199,7 @@ class AutomaticMaskGenerator:
         self.min_mask_region_area = min_mask_region_area
         self.output_mode = output_mode
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def generate(self, image) -> list[dict[str, Any]]:
         """One dict per mask, largest area first: ``segmentation`` (per ``output_mode``), ``area``,
         ``bbox`` (x, y, w, h), ``predicted_iou``, ``point_coords`` ([[x, y]]), ``stability_score``,
@@ -248,24 +257,43 @@ class AutomaticMaskGenerator:
         data["crop_boxes"] = torch.tensor([crop_box] * len(data["rles"]))
         return data
 
+    #: low-resolution masks upsampled to the image at once (bounds the full-size float logits in memory)
+    upsample_chunk: int = 16
+
     def _process_batch(self, state, points: np.ndarray, crop_size, crop_box: list, orig_size) -> dict:
+        """The masks of a batch of point prompts, through the predicted-IoU and stability filters, as
+        boxes and RLEs. The predicted-IoU filter runs before the masks are upsampled (it reads the IoU
+        scores only), and the masks are upsampled, scored and binarised a chunk at a time: the same
+        masks and scores as filtering the full-size logits of the whole batch."""
         orig_h, orig_w = orig_size
         model = self.model
         pts = torch.as_tensor(transform_coords(points, crop_size, model.img_size), device=model.device)
         labels = torch.ones(pts.shape[0], dtype=torch.int, device=pts.device)
-        masks, iou, _ = predict_torch(model, state, pts[:, None, :], labels[:, None], multimask_output=True,
-                                      return_logits=True)
-        k = masks.shape[1]
-        masks, iou = masks.flatten(0, 1), iou.flatten(0, 1)
+        low_res, iou = model.decode(state.features, pts[:, None, :], labels[:, None], None, None, True)
+        k = low_res.shape[1]
+        low_res, iou = low_res.flatten(0, 1), iou.flatten(0, 1)
         pts_rep = torch.as_tensor(points.repeat(k, axis=0))
         if self.pred_iou_thresh > 0.0:
             keep = iou > self.pred_iou_thresh
-            masks, iou, pts_rep = masks[keep], iou[keep], pts_rep[keep.cpu()]
-        stab = stability_score(masks, model.mask_threshold, self.stability_score_offset)
-        if self.stability_score_thresh > 0.0:
-            keep = stab >= self.stability_score_thresh
-            masks, iou, pts_rep, stab = masks[keep], iou[keep], pts_rep[keep.cpu()], stab[keep]
-        masks = masks > model.mask_threshold
+            low_res, iou, pts_rep = low_res[keep], iou[keep], pts_rep[keep.cpu()]
+        stabs, masks, keeps = [], [], []
+        for i in range(0, len(low_res), self.upsample_chunk):
+            logits = model.postprocess_masks(low_res[i:i + self.upsample_chunk, None], state.input_size,
+                                             state.original_size)[:, 0]
+            stab = stability_score(logits, model.mask_threshold, self.stability_score_offset)
+            if self.stability_score_thresh > 0.0:
+                keep = stab >= self.stability_score_thresh
+                logits, stab = logits[keep], stab[keep]
+                keeps.append(keep)
+            stabs.append(stab)
+            masks.append(logits > model.mask_threshold)
+            del logits
+        h, w = state.original_size
+        stab = torch.cat(stabs) if stabs else iou.new_zeros(0)
+        masks = torch.cat(masks) if masks else torch.zeros(0, h, w, dtype=torch.bool, device=iou.device)
+        if keeps:
+            keep = torch.cat(keeps)
+            iou, pts_rep = iou[keep], pts_rep[keep.cpu()]
         boxes = masks_to_boxes(masks)
         keep = ~self._near_crop_edge(boxes, crop_box, [0, 0, orig_w, orig_h])
         if not bool(keep.all()):

@@ -74,6 +74,18 @@ class _Loss(nn.Module):
         self.scale_factor, self.lowest_loss_value = float(scale_factor), lowest_loss_value
         self.ignore_index, self.reduction = int(ignore_index), reduction
 
+    def _class_weighted(self, loss: torch.Tensor, onehot: torch.Tensor, one_hot_input: bool, num_classes: int):
+        """(loss times ``class_weight`` per class, the weighted mean's divisor: the targets' total class
+        weight, or None for a plain mean) for losses with ``class_weight`` /
+        ``norm_loss_with_class_weight``; a one-hot target drops the class ``ignore_index``."""
+        if getattr(self, "class_weight", None) is None:
+            return loss, None
+        cw = loss.new_tensor(self.class_weight)
+        if one_hot_input:
+            cw = cw[torch.arange(num_classes, device=cw.device) != self.ignore_index]
+        avg = (cw[None] * onehot).sum() if self.norm_loss_with_class_weight else None
+        return loss * cw[None], avg
+
     def _finish(self, loss: torch.Tensor) -> torch.Tensor:
         loss = loss * self.scale_factor
         if self.lowest_loss_value is not None:
@@ -106,13 +118,7 @@ class CrossEntropyLoss(_Loss):
             smoothing = 0.0 if self.label_smoothing is None else float(self.label_smoothing)
             per = F.cross_entropy(x, onehot.argmax(1), reduction="none", label_smoothing=smoothing)
             loss = per[:, None] * onehot
-        avg = None
-        if self.class_weight is not None:
-            cw = x.new_tensor(self.class_weight)
-            if valid is None:
-                cw = cw[torch.arange(num_classes, device=cw.device) != self.ignore_index]
-            loss = loss * cw[None]
-            avg = (cw[None] * onehot).sum() if self.norm_loss_with_class_weight else None
+        loss, avg = self._class_weighted(loss, onehot, valid is None, num_classes)
         if not self.use_sigmoid:
             loss = loss.sum(1)
         if self.reduction == "none":
@@ -179,13 +185,7 @@ class FocalLoss(_Loss):
             probs = x.softmax(1)
             pt = probs * y + (1 - probs) * (1 - y)
             loss = self.alpha * (1 - pt).pow(self.gamma) * ce * y
-        avg = None
-        if self.class_weight is not None:
-            cw = x.new_tensor(self.class_weight)
-            if valid is None:
-                cw = cw[torch.arange(num_classes, device=cw.device) != self.ignore_index]
-            loss = loss * cw[None]
-            avg = (cw[None] * y).sum() if self.norm_loss_with_class_weight else None
+        loss, avg = self._class_weighted(loss, y, valid is None, num_classes)
         if not self.use_sigmoid:
             loss = loss.sum(1)
         return self._finish(_reduce(loss, self.reduction, avg))
@@ -286,8 +286,9 @@ class SegmentationCriterion(nn.Module):
     ``model.losses_of(outputs)`` names the prediction each loss supervises; its target follows from
     the prediction's shape: a (N, C, h, w) map is resized (bilinear) to the labels' size and compared
     with them; (N, C) scores with the classes present in each image (:func:`class_presence`); (N, C, P)
-    point logits with the labels sampled at ``outputs["points"]``. Returns the total and each loss's
-    value (detached), as SSSegmentation's ``calculatelosses`` sums them."""
+    point logits with the labels sampled at ``outputs["points"]``. Mask-classification outputs
+    (``pred_logits``, ``pred_masks``) add the Hungarian-matching set losses. Returns the total and
+    each loss's value (detached), as SSSegmentation's ``calculatelosses`` sums them."""
 
     def __init__(self, losses: Mapping[str, Any], ignore_index: int = 255, align_corners: bool = False):
         super().__init__()
@@ -305,16 +306,25 @@ class SegmentationCriterion(nn.Module):
             return pred, _point_labels(labels, outputs["points"], self.align_corners)
         raise ValueError(f"no target rule for a prediction of shape {tuple(pred.shape)}")
 
+    def _set_criterion(self, model: nn.Module):
+        """The Hungarian-matching criterion of a mask-classification model (MaskFormer, Mask2Former),
+        built once from the model (``segzoo.train.mask_classification``)."""
+        if getattr(self, "_set", None) is None:
+            from .mask_classification import MaskClassificationCriterion
+            self._set = MaskClassificationCriterion.from_model(model, ignore_index=self.ignore_index)
+        return self._set
+
     def forward(self, model: nn.Module, outputs: Mapping[str, Any], labels: torch.Tensor):
-        if hasattr(model, "compute_losses"):  # segmentors with their own criterion (mask classification)
-            return model.compute_losses(outputs, labels, self)
+        extra = {}
+        if isinstance(outputs, Mapping) and "pred_logits" in outputs:  # mask classification: matched queries
+            extra = self._set_criterion(model)(outputs, labels)
         preds = model.losses_of(outputs)
         missing = sorted(set(self.specs) - set(preds))
         extra = sorted(set(preds) - set(self.specs))
         if missing or extra:
             raise ValueError(f"the recipe's losses ({', '.join(sorted(self.specs))}) do not match the model's "
                              f"train outputs ({', '.join(sorted(preds))})")
-        values = {}
+        values = dict(extra)
         for name, fns in self.losses.items():
             pred, target = self.target_for(preds[name], labels, outputs)
             values[name] = sum(fn(pred, target) for fn in fns)

@@ -13,14 +13,12 @@ iteration k and resumed reaches iteration n with the weights of an uninterrupted
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import shutil
-import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -322,6 +320,7 @@ def fit(model: nn.Module, train, val=None, *, recipe: Recipe | None = None, out=
             images, labels = images.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
             lr = schedule.apply(optimizer, it)
             optimizer.zero_grad(set_to_none=True)
+            buffers = [b.detach().clone() for b in model.buffers()]  # a skipped step must not move BN statistics
             with autocast:
                 outputs = net(images)
             loss, parts = criterion(model, _float_outputs(outputs), labels)
@@ -330,8 +329,11 @@ def fit(model: nn.Module, train, val=None, *, recipe: Recipe | None = None, out=
                 flag = finite.float().to(dev)
                 dist.all_reduce(flag, op=dist.ReduceOp.MIN)
                 finite = flag > 0
-            if not bool(finite):  # never trained on: counted, and the step is skipped
+            if not bool(finite):  # never trained on: counted, the step skipped, the buffers restored
                 result["skipped"] += 1
+                with torch.no_grad():
+                    for b, saved in zip(model.buffers(), buffers):
+                        b.copy_(saved)
             else:
                 _backward_and_step(loss, optimizer, scaler, recipe)
                 for k, v in {"loss": float(loss.detach()), **parts}.items():
@@ -418,7 +420,7 @@ def evaluate(model: nn.Module, dataset, *, mode: str | None = None, crop_size=No
     summed."""
     ctx = _Context()
     num_classes = model.num_classes
-    names = getattr(getattr(model, "record", None), "class_names", None)
+    names = getattr(dataset, "class_names", None) or getattr(getattr(model, "record", None), "class_names", None)
     metrics = SegmentationMetrics(num_classes, names if names and len(names) == num_classes else None)
     was_training = model.training
     model.eval()

@@ -22,10 +22,11 @@ import re
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp, PatchEmbed, trunc_normal_
+from timm.layers import DropPath, Mlp, PatchEmbed
 from timm.models.swin_transformer import PatchMerging, WindowAttention
 
 from ..foreign import check_defaults, rename_key, ssseg_backbone
+from ..layers import init_linear_trunc_normal
 from .base import add_fresh_out_norms, register_backbone
 
 __all__ = ["SwinTransformer", "swin", "from_ssseg", "convert_sssegmentation", "convert_transformers", "convert_timm", "imagenet_weights",
@@ -139,14 +140,7 @@ class SwinTransformer(nn.Module):
         self.out_channels = dims
         self.reductions = [patch_size * 2 ** i for i in range(n)]
         self.min_input_size = 1  # pads to the patch and window sizes itself
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        self.apply(init_linear_trunc_normal)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         if x.ndim != 4 or x.shape[1] != self.in_chans:

@@ -27,10 +27,11 @@ from functools import partial
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp, PatchEmbed, trunc_normal_
+from timm.layers import DropPath, Mlp, PatchEmbed
 from timm.models.vision_transformer import Attention
 
 from ..foreign import UnsupportedConfig, check_defaults, rename_key, ssseg_backbone
+from ..layers import init_linear_trunc_normal
 from .base import register_backbone
 
 __all__ = ["VisionTransformer", "vit", "from_ssseg", "convert_sssegmentation", "convert_timm", "imagenet_weights",
@@ -105,14 +106,7 @@ class VisionTransformer(nn.Module):
         self.out_channels = [embed_dim] * n_out
         self.reductions = [patch_size] * n_out
         self.min_input_size = 1  # pads to the patch size itself
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        self.apply(init_linear_trunc_normal)
 
     def _to_map(self, x: torch.Tensor, hw) -> torch.Tensor:
         if self.with_cls_token:

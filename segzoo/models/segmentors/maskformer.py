@@ -60,6 +60,9 @@ class MaskClassificationSegmentor(Segmentor):
     :attr:`criterion` (:class:`CriterionState`) holds the criterion's ``empty_weight`` buffer (its class
     weights), part of the state dict as in both references' checkpoints."""
 
+    #: eval outputs are class scores (>= 0, summed query probabilities), not logits: predict's "probs"
+    #: normalises them instead of a softmax
+    outputs_scores = True
     LOSSES = {"pred_logits": None, "pred_masks": None, "aux_outputs": None, "logits": None, "aux_logits": "loss_aux"}
 
     def __init__(self, backbone, decode_head, aux_heads=(), align_corners: bool = False):
