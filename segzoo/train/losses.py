@@ -315,17 +315,20 @@ class SegmentationCriterion(nn.Module):
         return self._set
 
     def forward(self, model: nn.Module, outputs: Mapping[str, Any], labels: torch.Tensor):
-        extra = {}
+        extra, specs = {}, self.specs
+        preds = model.losses_of(outputs)
         if isinstance(outputs, Mapping) and "pred_logits" in outputs:  # mask classification: matched queries
             extra = self._set_criterion(model)(outputs, labels)
-        preds = model.losses_of(outputs)
-        missing = sorted(set(self.specs) - set(preds))
-        extra = sorted(set(preds) - set(self.specs))
-        if missing or extra:
-            raise ValueError(f"the recipe's losses ({', '.join(sorted(self.specs))}) do not match the model's "
+            specs = {k: v for k, v in specs.items() if k in preds}  # the set losses stand for the rest
+        missing = sorted(set(specs) - set(preds))
+        unused = sorted(set(preds) - set(specs))
+        if missing or unused:
+            raise ValueError(f"the recipe's losses ({', '.join(sorted(specs))}) do not match the model's "
                              f"train outputs ({', '.join(sorted(preds))})")
         values = dict(extra)
         for name, fns in self.losses.items():
+            if name not in specs:
+                continue
             pred, target = self.target_for(preds[name], labels, outputs)
             values[name] = sum(fn(pred, target) for fn in fns)
         total = sum(v.mean() for v in values.values())

@@ -239,7 +239,7 @@ def fit(model: nn.Module, train, val=None, *, recipe: Recipe | None = None, out=
     if len(train) == 0:
         raise ValueError("the training set is empty")
     num_classes = getattr(train, "num_classes", None)
-    if num_classes is not None and hasattr(model, "num_classes") and int(num_classes) != model.num_classes:
+    if num_classes is not None and hasattr(model, "num_classes") and int(num_classes) > model.num_classes:
         raise ValueError(f"the training set has {num_classes} classes, the model {model.num_classes}: create the "
                          f"model with num_classes={num_classes} to fine-tune it on this data")
     if recipe.batch_size % ctx.world:

@@ -58,16 +58,18 @@ _DEFAULT_WEIGHTS = {(768, 12, False): "beit_base_patch16_224_pt22k_ft22k",
 @functools.lru_cache(maxsize=16)
 def _rel_pos_index(wh: int, ww: int) -> torch.Tensor:
     """(wh*ww + 1)^2 indices into a bias table of (2wh-1)(2ww-1) + 3 rows: token pairs by their
-    offset, then class-to-token, token-to-class and class-to-class (the last three rows)."""
-    coords = torch.stack(torch.meshgrid(torch.arange(wh), torch.arange(ww), indexing="ij")).flatten(1)
-    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)
-    idx = (rel[..., 0] + wh - 1) * (2 * ww - 1) + (rel[..., 1] + ww - 1)
-    n = (2 * wh - 1) * (2 * ww - 1) + 3
-    out = torch.zeros((wh * ww + 1,) * 2, dtype=torch.long)
-    out[1:, 1:] = idx
-    out[0, :] = n - 3
-    out[:, 0] = n - 2
-    out[0, 0] = n - 1
+    offset, then class-to-token, token-to-class and class-to-class (the last three rows). A normal
+    tensor even when first asked for under ``torch.inference_mode`` (it is cached, and training reuses it)."""
+    with torch.inference_mode(False):
+        coords = torch.stack(torch.meshgrid(torch.arange(wh), torch.arange(ww), indexing="ij")).flatten(1)
+        rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)
+        idx = (rel[..., 0] + wh - 1) * (2 * ww - 1) + (rel[..., 1] + ww - 1)
+        n = (2 * wh - 1) * (2 * ww - 1) + 3
+        out = torch.zeros((wh * ww + 1,) * 2, dtype=torch.long)
+        out[1:, 1:] = idx
+        out[0, :] = n - 3
+        out[:, 0] = n - 2
+        out[0, 0] = n - 1
     return out
 
 
@@ -198,7 +200,8 @@ class BEiT(nn.Module):
         n = len(self.out_indices)
         self.out_channels = [embed_dim] * n
         self.reductions = [int(round(patch_size / r)) for r in neck] if neck else [patch_size] * n
-        self.min_input_size = patch_size
+        # the neck's max-pooling (rescale < 1) needs at least 1 / rescale tokens a side
+        self.min_input_size = patch_size * max([1] + [int(round(1 / r)) for r in (neck or ()) if r < 1])
         self._init_weights(zero_rel_pos=abs_pos_embed)
 
     def _init_weights(self, zero_rel_pos: bool) -> None:
