@@ -139,6 +139,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--amp", action="store_true", help="also fp32 / fp16 / bf16 for UPerNet-Swin-T (GPU)")
+    p.add_argument("--configs", nargs="+", default=CPU_MODELS, help="SSSegmentation config names")
     p.add_argument("--json", help="write the rows here too")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -146,10 +147,10 @@ def main(argv=None):
         return child(json.loads(args.child))
     device = torch.device(args.device)
     rows = []
-    plans = [(c, None) for c in CPU_MODELS]
+    plans = [(c, None) for c in args.configs]
     if args.amp:
         plans += [(AMP_MODEL, amp) for amp in (None, "fp16", "bf16")]
-    spec_args = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in ("child", "json")})
+    spec_args = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in ("child", "json", "configs")})
     for config, amp in plans:
         ours = measure("segzoo", config, spec_args, device, amp)
         ref = measure("reference", config, spec_args, device, amp)

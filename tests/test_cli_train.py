@@ -31,7 +31,8 @@ def test_train_then_eval_from_the_command_line(tmp_path, capsys):
                  "--set", "num_workers=0"]) == 0
     assert "trained segformer_mit_b0_ade20k" in capsys.readouterr().out
     assert (out / "last" / "model.safetensors").is_file() and (out / "best" / "config.json").is_file()
-    assert main(["eval", f"local-dir:{out / 'last'}", "--data", str(root), "--dataset", "folder", "--mode", "whole"]) == 0
+    assert main(["eval", f"local-dir:{out / 'last'}", "--data", str(root), "--dataset", "folder",
+                 "--mode", "whole"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert set(metrics) >= {"mIoU", "mAcc", "aAcc", "mDice"}
 

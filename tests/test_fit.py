@@ -39,7 +39,8 @@ def test_recipe_is_typed_printable_and_editable():
     with pytest.raises(TypeError, match="did you mean iterations"):
         r.replace(iteration=5)
     ssseg = segzoo.create_model("fcn_resnet50_os8_ade20k").recipe
-    assert (ssseg.optimizer, ssseg.momentum, ssseg.epochs, ssseg.schedule, ssseg.power) == ("SGD", 0.9, 130, "poly", 0.9)
+    assert (ssseg.optimizer, ssseg.momentum, ssseg.epochs, ssseg.schedule, ssseg.power) == \
+        ("SGD", 0.9, 130, "poly", 0.9)
     model.recipe = r2
     assert model.recipe.lr == 0.01
 

@@ -5,7 +5,8 @@ and learning rate (iteration 0, then iteration k) move every weight as the refer
 and scheduler builders move it.
 
 The Adam-trained networks (Swin, MiT) run in float64, so that Adam's normalised first steps compare
-without float32 noise; the SGD-trained ResNets in float32. Dropout and stochastic depth are off (their random masks cannot be shared across implementations);
+without float32 noise; the SGD-trained ResNets in float32. Dropout and stochastic depth are off (their
+random masks cannot be shared across implementations);
 BatchNorm trains on batch statistics in both. The ResNet configs keep their full depth (64x64
 input of 48x64); Swin-T and MiT-B0 are the smallest variants.
 """

@@ -111,6 +111,20 @@ class CrossEntropyLoss(_Loss):
         num_classes = logits.shape[1]
         if not self.use_sigmoid and num_classes < 2:
             raise ValueError("softmax cross-entropy needs at least 2 classes")
+        if self.reduction == "none":
+            raise ValueError("CrossEntropyLoss: reduction='none' is not supported by segzoo's criterion")
+        if not self.use_sigmoid and not self.label_smoothing and target.shape != logits.shape:
+            # label maps: the same (weighted) mean over the labelled pixels as the one-hot form below,
+            # without materialising (pixels x classes) one-hot targets
+            labels = target.long().where(target != self.ignore_index, -100) if self.ignore_index != -100 \
+                else target.long()
+            weight = logits.new_tensor(self.class_weight) if self.class_weight is not None else None
+            if weight is not None and not self.norm_loss_with_class_weight:
+                per = F.cross_entropy(logits, labels, weight=weight, ignore_index=-100, reduction="none")
+                loss = per.sum() if self.reduction == "sum" else per.sum() / (labels != -100).sum()
+            else:
+                loss = F.cross_entropy(logits, labels, weight=weight, ignore_index=-100, reduction=self.reduction)
+            return self._finish(loss)
         x, onehot, valid = _one_hot_targets(logits, target, self.ignore_index)
         if self.use_sigmoid:
             loss = F.binary_cross_entropy_with_logits(x, onehot, reduction="none")
@@ -121,8 +135,6 @@ class CrossEntropyLoss(_Loss):
         loss, avg = self._class_weighted(loss, onehot, valid is None, num_classes)
         if not self.use_sigmoid:
             loss = loss.sum(1)
-        if self.reduction == "none":
-            raise ValueError("CrossEntropyLoss: reduction='none' is not supported by segzoo's criterion")
         return self._finish(_reduce(loss, self.reduction, avg))
 
 

@@ -291,7 +291,8 @@ def fit(model: nn.Module, train, val=None, *, recipe: Recipe | None = None, out=
             rngs = [_rng_state()]
         if out is None or not ctx.main:
             return
-        state = {"iteration": it, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+        state = {"iteration": it, "optimizer": optimizer.state_dict(),
+                 "scaler": scaler.state_dict() if scaler else None,
                  "rng": rngs, "history": result["history"], "best": result["best"], "skipped": result["skipped"],
                  "recipe": recipe.to_dict()}
         _write_checkpoint(out / name, model, state if name == "last" else None)
