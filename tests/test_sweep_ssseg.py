@@ -25,7 +25,7 @@ def test_sweep(name, config, tmp_path):
     info = segzoo.model_info(name)
     fixed = info["arch"]["backbone"]["type"] == "beit"
     h, w = info["crop_size"] if fixed else (64, 96)
-    ref, _ = build_ssseg(config, calibration_size=(1, h, w) if fixed else (2, 96, 128))
+    ref, _ = build_ssseg(config, calibration_size=(2, h, w) if fixed else (2, 96, 128))
     model = load_reference(ref, config, tmp_path)
     assert model.record.name == name
     # in float64: the random networks' activations reach the hundreds, where float32 rounding
