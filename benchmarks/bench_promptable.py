@@ -45,7 +45,6 @@ import gc
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -223,26 +222,7 @@ def compare_predictor(ref: list, ours: list) -> dict:
 
 
 # ---- memory: one child per (case, side) -------------------------------------------------------------
-def _rss_now_mib() -> float | None:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _rss_peak_mib() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+from bench_inference import _reset_peak_rss, _rss_now_mib, _rss_peak_mib  # noqa: E402  (one copy of these)
 
 
 def make_run(spec: dict):
